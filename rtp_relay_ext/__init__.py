@@ -1,0 +1,1 @@
+"""Native RTP relay engine (Cython). Imports nothing of the project."""

@@ -1,0 +1,1 @@
+"""sbc/transport."""
