@@ -1,10 +1,529 @@
 # cython: language_level=3
-"""Placeholder translation unit so the build compiles Cython from the first commit.
+"""Python face of the native RTP relay engine (relay_engine.c) and the stats core (rtp_stats.c).
 
-The relay engine (issue 5) replaces this module's contents.
+Python allocates sessions, points their legs at peers, reads stats and frees them;
+packets never become Python objects.  Every call that touches a session takes the
+owning worker's mutex with the GIL released, so it waits at most one wakeup's work.
 """
 
+from libc.errno cimport errno
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memset
 
-def engine_version():
+from rtp_relay_ext.events import (
+    LEG_A,
+    LEG_B,
+    DtmfEvent,
+    MediaTimeout,
+    PoolExhausted,
+    RelayError,
+    SessionNotFound,
+)
+
+LATCH_SYMMETRIC = 0
+LATCH_STRICT = 1
+
+NS_PER_SECOND = 1_000_000_000
+# Relay port range when none is given: above the Linux ephemeral range's usual
+# start is avoided (32768+), and rtpengine/Asterisk defaults sit at 10000-20000.
+DEFAULT_PORT_MIN = 16384
+DEFAULT_PORT_MAX = 32767
+# Concurrent sessions when none is given: 4 sockets each, so 16k sessions need
+# 64k descriptors, the largest hard limit commonly configured.
+DEFAULT_MAX_SESSIONS = 16384
+# Freed ports wait this long before reuse so late packets of the old call
+# (and a re-INVITE glare) never reach a new one; rtpengine uses a similar delay.
+DEFAULT_QUARANTINE = 10.0
+# Media timeouts: rtpengine's defaults are 60 s for an active call and 3600 s on hold.
+DEFAULT_MEDIA_TIMEOUT = 60.0
+DEFAULT_HOLD_TIMEOUT = 3600.0
+# DSCP EF (46) shifted into the TOS byte: RFC 4594 telephony class.
+DEFAULT_TOS = 0xB8
+# Payload clock of G.711 (RFC 3551 4.5.14) and the usual dynamic telephone-event type.
+DEFAULT_CLOCK_RATE = 8000
+DEFAULT_DTMF_PT = 101
+# Events drained per poll_events() call: the C queue holds 4096.
+cdef size_t EVENTS_PER_POLL = 4096
+# Most session ids returned by one sessions_idle_since() call.
+cdef size_t IDLE_QUERY_MAX = 65536
+# inet_ntop buffer: INET6_ADDRSTRLEN is 46.
+cdef enum:
+    ADDR_TEXT_LEN = 64
+
+_KIND_NAMES = {0: "rtp", 1: "dtmf", 2: "rtcp", 3: "not_rtp"}
+
+
+def engine_version() -> str:
     """Return the engine's version string (proves the compiled module imports)."""
-    return "0.1.0"
+    return "0.2.0"
+
+
+def now() -> float:
+    """Return the engine clock (CLOCK_MONOTONIC, same as time.monotonic()) in seconds."""
+    return rr_now_ns() / NS_PER_SECOND
+
+
+cdef int64_t _ns(object seconds) except? -1:
+    if seconds is None:
+        return -1
+    if seconds < 0:
+        raise ValueError("a time limit cannot be negative")
+    return <int64_t>(seconds * NS_PER_SECOND)
+
+
+cdef _raise(int rc, object sid=None):
+    cdef int err = errno  # first: nothing since the failing C call has touched it
+    if rc == RR_ERR_NO_SESSION:
+        raise SessionNotFound(sid)
+    if rc == RR_ERR_NO_SLOT:
+        raise PoolExhausted("max_sessions reached")
+    if rc == RR_ERR_NO_PORTS:
+        raise PoolExhausted("no free relay port pair (range exhausted or in quarantine)")
+    if rc == RR_ERR_ARG:
+        raise ValueError("invalid argument")
+    if rc == RR_ERR_STATE:
+        raise RelayError("engine state does not allow this")
+    import os
+    raise RelayError(f"socket operation failed ({os.strerror(err) if err else 'unknown'})")
+
+
+cdef int _parse(object addr, rr_sockaddr *out) except -1:
+    memset(out, 0, sizeof(rr_sockaddr))
+    if addr is None:
+        return 0
+    host, port = addr
+    if not 0 < port < 65536:
+        raise ValueError(f"bad port {port!r}")
+    if rr_parse_addr(str(host).encode(), <uint16_t>port, out) != 0:
+        raise ValueError(f"not an IP address: {host!r}")
+    return 0
+
+
+cdef object _addr(const rr_sockaddr *a):
+    cdef char buf[ADDR_TEXT_LEN]
+    cdef uint16_t port = 0
+    if a.sa.sa_family == 0 or rr_format_addr(a, buf, ADDR_TEXT_LEN, &port) != 0:
+        return None
+    return (buf.decode(), port)
+
+
+cdef dict _report(const rr_stream_report *r):
+    return {
+        "packets": r.packets,
+        "bytes": r.bytes,
+        "expected": r.expected,
+        "lost": r.lost,
+        "loss_fraction": r.loss_fraction,
+        "jitter_ms": r.jitter_ms,
+        "duplicates": r.duplicates,
+        "out_of_order": r.out_of_order,
+        "non_rtp": r.non_rtp,
+        "rtcp_packets": r.rtcp_packets,
+        "rtcp_bytes": r.rtcp_bytes,
+        "dtmf_packets": r.dtmf_packets,
+        "seq_resets": r.seq_resets,
+        "ssrc": r.ssrc,
+        "extended_max_seq": r.extended_max_seq,
+        "mos": r.mos,
+    }
+
+
+cdef dict _leg(const rr_leg_info *li):
+    d = _report(&li.stats)
+    d.update(
+        rtp_port=li.rtp_port,
+        rtcp_port=li.rtcp_port,
+        signalled_rtp=_addr(&li.signalled_rtp),
+        signalled_rtcp=_addr(&li.signalled_rtcp),
+        latched_rtp=_addr(&li.latched_rtp),
+        latched_rtcp=_addr(&li.latched_rtcp),
+        rtcp_mux=bool(li.rtcp_mux),
+        strict=li.latch_mode == RR_LATCH_STRICT,
+        last_packet=li.last_packet_ns / NS_PER_SECOND if li.last_packet_ns else None,
+        forwarded=li.forwarded,
+        unknown_source=li.unknown_source,
+        no_destination=li.no_destination,
+        send_errors=li.send_errors,
+        truncated=li.truncated,
+    )
+    return d
+
+
+cdef dict _info(const rr_session_info *info):
+    """Session info keyed by direction: 'a_to_b' holds what leg A received and sent on to B."""
+    return {
+        "a_to_b": _leg(&info.leg[0]),
+        "b_to_a": _leg(&info.leg[1]),
+        "held": bool(info.held),
+        "created": info.created_ns / NS_PER_SECOND,
+        "timeout": info.timeout_ns / NS_PER_SECOND,
+        "hold_timeout": info.hold_timeout_ns / NS_PER_SECOND,
+    }
+
+
+cdef class RelayEngine:
+    """The relay: a port pool, a session table and native worker threads.
+
+    Sessions are plain integer ids (slot and generation), so a stale id after
+    ``free`` raises SessionNotFound instead of touching a newer call.  Methods
+    are safe to call from any Python thread.
+    """
+
+    cdef rr_engine *_e
+    cdef readonly str bind_ip
+    cdef readonly int port_min, port_max
+
+    def __cinit__(self):
+        self._e = NULL
+
+    def __init__(
+        self,
+        bind_ip: str = "127.0.0.1",
+        port_min: int = DEFAULT_PORT_MIN,
+        port_max: int = DEFAULT_PORT_MAX,
+        *,
+        workers: int = 1,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
+        quarantine: float = DEFAULT_QUARANTINE,
+        rcvbuf: int = 0,
+        sndbuf: int = 0,
+        tos: int = DEFAULT_TOS,
+        media_timeout: float = DEFAULT_MEDIA_TIMEOUT,
+        hold_timeout: float = DEFAULT_HOLD_TIMEOUT,
+        start: bool = True,
+    ) -> None:
+        """Create the engine and (by default) start its worker threads.
+
+        Raises ValueError for a bad address, range (fewer than two port pairs) or
+        worker count, RelayError if the kernel refuses epoll/eventfd/threads.
+        """
+        cdef rr_config cfg
+        cdef int err = 0
+        memset(&cfg, 0, sizeof(cfg))
+        if not 0 < port_min <= port_max < 65536:
+            raise ValueError("port range must satisfy 0 < port_min <= port_max < 65536")
+        _parse((bind_ip, 1), &cfg.bind_addr)
+        cfg.port_min = port_min
+        cfg.port_max = port_max
+        cfg.workers = workers
+        cfg.max_sessions = max_sessions
+        cfg.quarantine_ns = _ns(quarantine)
+        cfg.rcvbuf = rcvbuf
+        cfg.sndbuf = sndbuf
+        cfg.tos = tos
+        cfg.default_timeout_ns = _ns(media_timeout)
+        cfg.default_hold_timeout_ns = _ns(hold_timeout)
+        self._e = rr_engine_new(&cfg, &err)
+        if self._e == NULL:
+            if err == RR_ERR_ARG:
+                raise ValueError("invalid engine configuration (workers, max_sessions or port range)")
+            _raise(err)
+        self.bind_ip = bind_ip
+        self.port_min = port_min
+        self.port_max = port_max
+        if start:
+            self.start()
+
+    def __dealloc__(self):
+        if self._e != NULL:
+            with nogil:
+                rr_engine_free(self._e)
+            self._e = NULL
+
+    cdef rr_engine *_engine(self) except NULL:
+        if self._e == NULL:
+            raise RelayError("engine is closed")
+        return self._e
+
+    def start(self) -> None:
+        """Start the worker threads; RelayError if already running."""
+        cdef int rc = rr_engine_start(self._engine())
+        if rc != RR_OK:
+            _raise(rc)
+
+    def stop(self) -> None:
+        """Stop and join the worker threads; sessions and sockets stay (packets queue in the kernel)."""
+        cdef rr_engine *e = self._engine()
+        with nogil:
+            rr_engine_stop(e)
+
+    def close(self) -> None:
+        """Stop the workers and close every session's sockets; the engine is unusable after."""
+        cdef rr_engine *e = self._e
+        if e != NULL:
+            self._e = NULL
+            with nogil:
+                rr_engine_free(e)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def allocate(
+        self,
+        *,
+        clock_rate: int = DEFAULT_CLOCK_RATE,
+        dtmf_pt: int | None = DEFAULT_DTMF_PT,
+        timeout: float | None = None,
+        hold_timeout: float | None = None,
+    ) -> int:
+        """Open a session: an RTP/RTCP port pair for each leg, no peers yet.
+
+        Returns the session id.  Raises PoolExhausted when no slot or no port
+        pair outside quarantine is free.  Packets arriving before ``set_peer``
+        latch their source (symmetric mode) but have nowhere to go until the
+        other leg has an address: they are dropped and counted (no_destination).
+        """
+        cdef rr_session_params p
+        cdef uint64_t sid = 0
+        cdef int rc
+        cdef rr_engine *e = self._engine()
+        p.clock_rate = clock_rate
+        p.dtmf_pt = -1 if dtmf_pt is None else dtmf_pt
+        p.timeout_ns = _ns(timeout)
+        p.hold_timeout_ns = _ns(hold_timeout)
+        with nogil:
+            rc = rr_session_alloc(e, &p, &sid)
+        if rc != RR_OK:
+            _raise(rc)
+        return sid
+
+    def free(self, session_id: int) -> dict:
+        """Close a session's sockets and return its final info (as ``session_info``).
+
+        Its ports go back to the pool after the quarantine.  SessionNotFound if unknown.
+        """
+        cdef rr_session_info info
+        cdef int rc
+        cdef rr_engine *e = self._engine()
+        cdef uint64_t sid = session_id
+        with nogil:
+            rc = rr_session_free(e, sid, &info)
+        if rc != RR_OK:
+            _raise(rc, session_id)
+        return _info(&info)
+
+    def set_peer(
+        self,
+        session_id: int,
+        leg: int,
+        rtp: tuple[str, int] | None,
+        rtcp: tuple[str, int] | None = None,
+        *,
+        rtcp_mux: bool = False,
+        strict: bool = False,
+    ) -> None:
+        """Point ``leg`` at its peer's signalled address (SDP offer/answer, re-INVITE).
+
+        ``rtcp`` defaults to the RTP port + 1; with ``rtcp_mux`` RTCP shares the
+        RTP port both ways.  ``strict`` accepts packets only from the signalled
+        address; otherwise the first packet's source is latched (symmetric RTP
+        behind NAT).  Any previous latch is forgotten, so a re-INVITE that moves
+        the media is followed.  Raises SessionNotFound, ValueError.
+        """
+        cdef rr_peer peer
+        cdef int rc
+        cdef rr_engine *e = self._engine()
+        cdef uint64_t sid = session_id
+        cdef int c_leg = leg
+        if leg not in (LEG_A, LEG_B):
+            raise ValueError("leg must be LEG_A or LEG_B")
+        _parse(rtp, &peer.rtp)
+        _parse(rtcp, &peer.rtcp)
+        peer.rtcp_mux = 1 if rtcp_mux else 0
+        peer.latch_mode = RR_LATCH_STRICT if strict else RR_LATCH_SYMMETRIC
+        with nogil:
+            rc = rr_session_set_peer(e, sid, c_leg, &peer)
+        if rc != RR_OK:
+            _raise(rc, session_id)
+
+    def set_hold(self, session_id: int, held: bool) -> None:
+        """Mark the call held (the hold timeout applies) or resumed. SessionNotFound if unknown."""
+        cdef int rc
+        cdef rr_engine *e = self._engine()
+        cdef uint64_t sid = session_id
+        cdef int h = 1 if held else 0
+        with nogil:
+            rc = rr_session_set_hold(e, sid, h)
+        if rc != RR_OK:
+            _raise(rc, session_id)
+
+    def set_timeouts(self, session_id: int, timeout: float | None = None,
+                     hold_timeout: float | None = None) -> None:
+        """Change the media timeouts (seconds, 0 disables, None keeps) and re-arm the report."""
+        cdef int rc
+        cdef rr_engine *e = self._engine()
+        cdef uint64_t sid = session_id
+        cdef int64_t t = _ns(timeout)
+        cdef int64_t h = _ns(hold_timeout)
+        with nogil:
+            rc = rr_session_set_timeouts(e, sid, t, h)
+        if rc != RR_OK:
+            _raise(rc, session_id)
+
+    def set_media(self, session_id: int, clock_rate: int, dtmf_pt: int | None) -> None:
+        """Change the payload clock and telephone-event type after a re-INVITE changed codecs."""
+        cdef int rc
+        cdef rr_engine *e = self._engine()
+        cdef uint64_t sid = session_id
+        cdef unsigned int c = clock_rate
+        cdef int pt = -1 if dtmf_pt is None else dtmf_pt
+        with nogil:
+            rc = rr_session_set_media(e, sid, c, pt)
+        if rc != RR_OK:
+            _raise(rc, session_id)
+
+    def session_info(self, session_id: int) -> dict:
+        """Ports, peers (signalled and latched), counters and stats per direction.
+
+        Keys: 'a_to_b' (packets received on leg A and sent to B: its ports are
+        A's ports), 'b_to_a', 'held', 'created', 'timeout', 'hold_timeout'.
+        """
+        cdef rr_session_info info
+        cdef int rc
+        cdef rr_engine *e = self._engine()
+        cdef uint64_t sid = session_id
+        with nogil:
+            rc = rr_session_info_get(e, sid, &info)
+        if rc != RR_OK:
+            _raise(rc, session_id)
+        return _info(&info)
+
+    def stats(self, session_id: int) -> dict:
+        """Same as session_info: per-direction stats ('a_to_b', 'b_to_a') plus session state."""
+        return self.session_info(session_id)
+
+    def ports(self, session_id: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """((A rtp, A rtcp), (B rtp, B rtcp)): what the SDP toward each peer advertises."""
+        info = self.session_info(session_id)
+        a = info["a_to_b"]
+        b = info["b_to_a"]
+        return (a["rtp_port"], a["rtcp_port"]), (b["rtp_port"], b["rtcp_port"])
+
+    def sessions_idle_since(self, since: float) -> list[int]:
+        """Ids of sessions with no packet in either direction since ``since`` (engine clock)."""
+        cdef rr_engine *e = self._engine()
+        cdef uint64_t *ids = <uint64_t *>malloc(IDLE_QUERY_MAX * sizeof(uint64_t))
+        cdef size_t n
+        cdef int64_t t = <int64_t>(since * NS_PER_SECOND)
+        if ids == NULL:
+            raise MemoryError()
+        try:
+            with nogil:
+                n = rr_sessions_idle_since(e, t, ids, IDLE_QUERY_MAX)
+            return [ids[i] for i in range(n)]
+        finally:
+            free(ids)
+
+    @property
+    def events_fd(self) -> int:
+        """An eventfd that is readable while events wait; watch it with loop.add_reader."""
+        return rr_engine_event_fd(self._engine())
+
+    def poll_events(self) -> list:
+        """Drain queued DtmfEvent / MediaTimeout events (never blocks)."""
+        cdef rr_engine *e = self._engine()
+        cdef rr_event *evs = <rr_event *>malloc(EVENTS_PER_POLL * sizeof(rr_event))
+        cdef size_t n
+        cdef size_t i
+        if evs == NULL:
+            raise MemoryError()
+        out = []
+        try:
+            with nogil:
+                n = rr_events_poll(e, evs, EVENTS_PER_POLL)
+            for i in range(n):
+                if evs[i].type == RR_EVENT_DTMF:
+                    out.append(DtmfEvent(
+                        session_id=evs[i].session_id,
+                        leg=evs[i].leg,
+                        digit=chr(rr_dtmf_digit(evs[i].event)),
+                        event=evs[i].event,
+                        duration_ms=evs[i].duration * 1000.0 / evs[i].clock_rate,
+                        volume=evs[i].volume,
+                        end_seen=bool(evs[i].end_seen),
+                        at=evs[i].at_ns / NS_PER_SECOND,
+                    ))
+                elif evs[i].type == RR_EVENT_TIMEOUT:
+                    out.append(MediaTimeout(
+                        session_id=evs[i].session_id,
+                        idle=evs[i].idle_ns / NS_PER_SECOND,
+                        held=bool(evs[i].held),
+                        at=evs[i].at_ns / NS_PER_SECOND,
+                    ))
+        finally:
+            free(evs)
+        return out
+
+    def counters(self) -> dict:
+        """Engine-wide counters: wakeups, recv/send system calls, packets, sessions, ports."""
+        cdef rr_engine_counters c
+        cdef rr_engine *e = self._engine()
+        with nogil:
+            rr_engine_counters_get(e, &c)
+        return {
+            "wakeups": c.wakeups,
+            "recv_calls": c.recv_calls,
+            "send_calls": c.send_calls,
+            "packets_in": c.packets_in,
+            "packets_out": c.packets_out,
+            "events_dropped": c.events_dropped,
+            "sessions": c.sessions,
+            "ports_free": c.ports_free,
+            "ports_total": c.ports_total,
+        }
+
+    def worker_tids(self) -> list[int]:
+        """Kernel thread ids of the running workers (for /proc/self/task/TID/stat CPU accounting)."""
+        cdef rr_engine *e = self._engine()
+        return [rr_engine_worker_tid(e, i) for i in range(rr_engine_worker_count(e))]
+
+
+cdef class StreamStatsFeeder:
+    """One direction's stats state fed by hand: the engine's own C code, no sockets.
+
+    For tests and offline analysis: ``feed`` takes a datagram and its arrival time
+    (seconds) and returns the packet kind and any completed DTMF events.
+    """
+
+    cdef rr_stream_stats _s
+    cdef int _mux
+
+    def __init__(self, clock_rate: int = DEFAULT_CLOCK_RATE, dtmf_pt: int | None = DEFAULT_DTMF_PT,
+                 rtcp_mux: bool = False) -> None:
+        if clock_rate <= 0:
+            raise ValueError("clock_rate must be positive")
+        rr_stream_init(&self._s, clock_rate, -1 if dtmf_pt is None else dtmf_pt)
+        self._mux = 1 if rtcp_mux else 0
+
+    def feed(self, packet: bytes, arrival: float) -> tuple[str, list]:
+        """Account one packet; returns (kind, [(digit, duration_ms, volume, end_seen), ...])."""
+        cdef rr_dtmf_event d[2]
+        cdef int nd = 0
+        cdef const uint8_t[:] view = packet
+        cdef size_t n = len(packet)
+        cdef const uint8_t *ptr = &view[0] if n else NULL
+        cdef uint8_t empty = 0
+        if ptr == NULL:
+            ptr = &empty
+        kind = rr_stream_on_packet(&self._s, ptr, n, <int64_t>(arrival * NS_PER_SECOND), self._mux, d, &nd)
+        events = [
+            (chr(rr_dtmf_digit(d[i].event)), d[i].duration * 1000.0 / self._s.clock_rate,
+             d[i].volume, bool(d[i].end_seen))
+            for i in range(nd)
+        ]
+        return _KIND_NAMES[kind], events
+
+    def report(self) -> dict:
+        """Stats as the engine reports them for a direction (see RelayEngine.session_info)."""
+        cdef rr_stream_report r
+        rr_stream_report_get(&self._s, &r)
+        return _report(&r)
+
+
+def mos_g711(loss_fraction: float, jitter_ms: float, base_delay_ms: float = RR_MOS_BASE_DELAY_MS) -> float:
+    """E-model (ITU-T G.107, simplified) MOS-CQE for G.711 with PLC; see README.md for the formula."""
+    return rr_mos_g711(loss_fraction, jitter_ms, base_delay_ms)

@@ -1,0 +1,955 @@
+/* Native RTP relay engine: epoll + recvmmsg/sendmmsg worker threads. See relay_engine.h. */
+#define _GNU_SOURCE
+#include "relay_engine.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/ip.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Largest datagram relayed: an Ethernet MTU's worth of RTP plus slack; bigger
+ * ones are truncated by the kernel, then dropped and counted. */
+#define RR_MAX_PACKET 2048
+/* Datagrams read from one socket per wakeup.  A 50 pps stream rarely has more
+ * than one queued; 32 drains a burst (hold release, scheduling stall) in one
+ * call while bounding how long one socket can hold the worker. */
+#define RR_RECV_BATCH 32
+/* epoll events taken per wakeup: enough to amortise epoll_wait over a few hundred
+ * ready sockets at 200k pps, small enough to keep control-call waits short. */
+#define RR_EPOLL_EVENTS 256
+/* How often a worker scans its sessions for media timeouts. */
+#define RR_TIMEOUT_SCAN_NS (100LL * 1000 * 1000)
+/* Python-bound events kept when Python does not drain them; beyond, dropped and counted. */
+#define RR_EVENT_QUEUE_CAP 4096
+/* Ports tried per allocation when a bind fails because another process owns the port. */
+#define RR_BIND_ATTEMPTS 16
+/* Generation bits carried in epoll data and in the public session id. */
+#define RR_GEN_MASK 0xffffffu
+/* epoll data of a worker's wake eventfd. */
+#define RR_WAKE_TOKEN UINT64_MAX
+/* Upper bound of worker threads: one per core is the useful maximum. */
+#define RR_MAX_WORKERS 64
+
+typedef struct rr_worker {
+    rr_engine *engine;
+    int index;
+    int epfd;
+    int wake_fd;
+    pthread_t thread;
+    int started;
+    atomic_int stop;
+    atomic_int tid;
+    pthread_mutex_t lock;
+    uint32_t *active;          /* slots owned by this worker, for timeout scans */
+    uint32_t nactive;
+    /* counters (written by the worker under lock) */
+    uint64_t wakeups, recv_calls, send_calls, packets_in, packets_out;
+    /* batch buffers */
+    struct mmsghdr rmsgs[RR_RECV_BATCH];
+    struct mmsghdr smsgs[RR_RECV_BATCH];
+    struct iovec riov[RR_RECV_BATCH];
+    struct iovec siov[RR_RECV_BATCH];
+    rr_sockaddr src[RR_RECV_BATCH];
+    int out_fd[RR_RECV_BATCH];
+    uint8_t buf[RR_RECV_BATCH][RR_MAX_PACKET];
+} rr_worker;
+
+struct rr_engine {
+    rr_config cfg;
+    rr_session *sessions;
+    uint32_t capacity;
+    uint32_t *free_slots;      /* stack */
+    uint32_t nfree_slots;
+    uint32_t nsessions;
+    pthread_mutex_t ctl_lock;  /* slots and port pool */
+    /* port pool: FIFO of even RTP ports with their release time */
+    uint16_t *pool_port;
+    int64_t *pool_released;
+    uint32_t pool_cap, pool_head, pool_count;
+    rr_worker *workers;
+    int nworkers;
+    int running;
+    /* event queue to Python */
+    pthread_mutex_t ev_lock;
+    rr_event *evq;
+    uint32_t ev_head, ev_count;
+    uint64_t events_dropped;
+    int event_fd;
+};
+
+int64_t rr_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+int rr_parse_addr(const char *ip, uint16_t port, rr_sockaddr *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (inet_pton(AF_INET, ip, &out->in4.sin_addr) == 1) {
+        out->in4.sin_family = AF_INET;
+        out->in4.sin_port = htons(port);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, ip, &out->in6.sin6_addr) == 1) {
+        out->in6.sin6_family = AF_INET6;
+        out->in6.sin6_port = htons(port);
+        return 0;
+    }
+    return -1;
+}
+
+int rr_format_addr(const rr_sockaddr *a, char *buf, size_t buflen, uint16_t *port)
+{
+    if (a->sa.sa_family == AF_INET) {
+        *port = ntohs(a->in4.sin_port);
+        return inet_ntop(AF_INET, &a->in4.sin_addr, buf, (socklen_t)buflen) ? 0 : -1;
+    }
+    if (a->sa.sa_family == AF_INET6) {
+        *port = ntohs(a->in6.sin6_port);
+        return inet_ntop(AF_INET6, &a->in6.sin6_addr, buf, (socklen_t)buflen) ? 0 : -1;
+    }
+    return -1;
+}
+
+static socklen_t addr_len(const rr_sockaddr *a)
+{
+    return a->sa.sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+}
+
+static int addr_eq(const rr_sockaddr *a, const rr_sockaddr *b)
+{
+    if (a->sa.sa_family != b->sa.sa_family)
+        return 0;
+    if (a->sa.sa_family == AF_INET)
+        return a->in4.sin_port == b->in4.sin_port && a->in4.sin_addr.s_addr == b->in4.sin_addr.s_addr;
+    if (a->sa.sa_family == AF_INET6)
+        return a->in6.sin6_port == b->in6.sin6_port &&
+               memcmp(&a->in6.sin6_addr, &b->in6.sin6_addr, sizeof(a->in6.sin6_addr)) == 0;
+    return 0;
+}
+
+static uint64_t make_id(uint32_t slot, uint32_t gen)
+{
+    return ((uint64_t)(gen & RR_GEN_MASK) << 32) | slot;
+}
+
+static uint64_t make_token(uint32_t slot, uint32_t gen, int leg, int rtcp)
+{
+    return make_id(slot, gen) | ((uint64_t)leg << 56) | ((uint64_t)rtcp << 57);
+}
+
+/* ---------------------------------------------------------------- events */
+
+static void push_event(rr_engine *e, const rr_event *ev)
+{
+    pthread_mutex_lock(&e->ev_lock);
+    if (e->ev_count >= RR_EVENT_QUEUE_CAP) {
+        e->events_dropped++;
+        pthread_mutex_unlock(&e->ev_lock);
+        return;
+    }
+    e->evq[(e->ev_head + e->ev_count) % RR_EVENT_QUEUE_CAP] = *ev;
+    e->ev_count++;
+    pthread_mutex_unlock(&e->ev_lock);
+    uint64_t one = 1;
+    ssize_t r = write(e->event_fd, &one, sizeof(one));
+    (void)r; /* EAGAIN only when the counter is saturated: Python is woken anyway */
+}
+
+size_t rr_events_poll(rr_engine *e, rr_event *out, size_t max)
+{
+    uint64_t v;
+    ssize_t r = read(e->event_fd, &v, sizeof(v)); /* clear readiness before draining */
+    (void)r;
+    pthread_mutex_lock(&e->ev_lock);
+    size_t n = 0;
+    while (n < max && e->ev_count) {
+        out[n++] = e->evq[e->ev_head];
+        e->ev_head = (e->ev_head + 1) % RR_EVENT_QUEUE_CAP;
+        e->ev_count--;
+    }
+    int more = e->ev_count > 0;
+    pthread_mutex_unlock(&e->ev_lock);
+    if (more) { /* keep the fd readable so the caller comes back */
+        uint64_t one = 1;
+        r = write(e->event_fd, &one, sizeof(one));
+        (void)r;
+    }
+    return n;
+}
+
+int rr_engine_event_fd(const rr_engine *e) { return e->event_fd; }
+
+/* ---------------------------------------------------------------- packet path */
+
+static int accept_source(rr_leg *in, rr_endpoint *ep, const rr_sockaddr *src)
+{
+    if (ep->latched.sa.sa_family)
+        return addr_eq(&ep->latched, src);
+    if (in->latch_mode == RR_LATCH_STRICT) {
+        if (ep->signalled.sa.sa_family && addr_eq(&ep->signalled, src)) {
+            ep->latched = *src;
+            return 1;
+        }
+        return 0;
+    }
+    ep->latched = *src; /* symmetric RTP: the first packet tells the real (NATed) address */
+    return 1;
+}
+
+static const rr_sockaddr *destination(const rr_endpoint *oep)
+{
+    if (oep->latched.sa.sa_family)
+        return &oep->latched;
+    if (oep->signalled.sa.sa_family)
+        return &oep->signalled;
+    return NULL;
+}
+
+static void emit_dtmf(rr_engine *e, rr_session *s, uint32_t slot, int leg, const rr_dtmf_event *d,
+                      int64_t now)
+{
+    rr_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.type = RR_EVENT_DTMF;
+    ev.session_id = make_id(slot, s->gen);
+    ev.at_ns = now;
+    ev.leg = (uint8_t)leg;
+    ev.event = d->event;
+    ev.volume = d->volume;
+    ev.duration = d->duration;
+    ev.end_seen = d->end_seen;
+    ev.ts = d->ts;
+    ev.clock_rate = s->leg[leg].stats.clock_rate;
+    push_event(e, &ev);
+}
+
+static void send_runs(rr_worker *w, rr_leg *in, int nout)
+{
+    int start = 0;
+    while (start < nout) {
+        int fd = w->out_fd[start];
+        int end = start;
+        while (end < nout && w->out_fd[end] == fd)
+            end++;
+        int pos = start;
+        while (pos < end) {
+            int r = sendmmsg(fd, &w->smsgs[pos], (unsigned)(end - pos), MSG_DONTWAIT);
+            w->send_calls++;
+            if (r <= 0) { /* buffer full or ICMP error: drop the rest of this run */
+                in->send_errors += (uint64_t)(end - pos);
+                break;
+            }
+            pos += r;
+            in->forwarded += (uint64_t)r;
+            w->packets_out += (uint64_t)r;
+        }
+        start = end;
+    }
+}
+
+static void process_socket(rr_worker *w, uint64_t token)
+{
+    rr_engine *e = w->engine;
+    uint32_t slot = (uint32_t)token;
+    uint32_t gen = (uint32_t)(token >> 32) & RR_GEN_MASK;
+    int leg = (int)((token >> 56) & 1);
+    int rtcp = (int)((token >> 57) & 1);
+    if (slot >= e->capacity)
+        return;
+    rr_session *s = &e->sessions[slot];
+    if (!s->in_use || (s->gen & RR_GEN_MASK) != gen)
+        return; /* freed (and maybe reused) since epoll_wait returned */
+    rr_leg *in = &s->leg[leg];
+    rr_leg *out = &s->leg[leg ^ 1];
+    rr_endpoint *ep = rtcp ? &in->rtcp : &in->rtp;
+
+    for (int i = 0; i < RR_RECV_BATCH; i++) {
+        w->rmsgs[i].msg_hdr.msg_name = &w->src[i];
+        w->rmsgs[i].msg_hdr.msg_namelen = sizeof(w->src[i]);
+        w->rmsgs[i].msg_hdr.msg_flags = 0;
+    }
+    int n = recvmmsg(ep->fd, w->rmsgs, RR_RECV_BATCH, MSG_DONTWAIT, NULL);
+    w->recv_calls++;
+    if (n <= 0)
+        return;
+    int64_t now = rr_now_ns();
+    w->packets_in += (uint64_t)n;
+    int nout = 0;
+    int accepted = 0;
+    for (int i = 0; i < n; i++) {
+        unsigned len = w->rmsgs[i].msg_len;
+        if (w->rmsgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+            in->truncated++;
+            continue;
+        }
+        if (!accept_source(in, ep, &w->src[i])) {
+            ep->unknown_source++;
+            continue;
+        }
+        accepted++;
+        int kind;
+        if (rtcp) {
+            in->stats.rtcp_packets++;
+            in->stats.rtcp_bytes += len;
+            kind = RR_PKT_RTCP;
+        } else {
+            rr_dtmf_event dtmf[2];
+            int nd = 0;
+            kind = rr_stream_on_packet(&in->stats, w->buf[i], len, now, in->rtcp_mux, dtmf, &nd);
+            for (int k = 0; k < nd; k++)
+                emit_dtmf(e, s, slot, leg, &dtmf[k], now);
+        }
+        /* Next step (README.md): a tap on `in` copies w->buf[i] here, and an inject
+         * source on `out` drops media packets here because it sends its own. */
+        rr_endpoint *oep = &out->rtp;
+        if (kind == RR_PKT_RTCP && !out->rtcp_mux)
+            oep = &out->rtcp;
+        const rr_sockaddr *dst = destination(oep);
+        if (!dst) {
+            in->no_destination++;
+            continue;
+        }
+        struct mmsghdr *m = &w->smsgs[nout];
+        w->siov[nout].iov_base = w->buf[i];
+        w->siov[nout].iov_len = len;
+        memset(&m->msg_hdr, 0, sizeof(m->msg_hdr));
+        m->msg_hdr.msg_name = (void *)dst;
+        m->msg_hdr.msg_namelen = addr_len(dst);
+        m->msg_hdr.msg_iov = &w->siov[nout];
+        m->msg_hdr.msg_iovlen = 1;
+        w->out_fd[nout] = oep->fd;
+        nout++;
+    }
+    if (accepted) {
+        in->last_packet_ns = now;
+        s->timeout_reported = 0;
+    }
+    send_runs(w, in, nout);
+}
+
+static void scan_timeouts(rr_worker *w, int64_t now)
+{
+    rr_engine *e = w->engine;
+    for (uint32_t k = 0; k < w->nactive; k++) {
+        uint32_t slot = w->active[k];
+        rr_session *s = &e->sessions[slot];
+        if (s->timeout_reported)
+            continue;
+        int64_t limit = s->held ? s->hold_timeout_ns : s->timeout_ns;
+        if (limit <= 0)
+            continue;
+        int64_t last = s->created_ns;
+        if (s->leg[0].last_packet_ns > last)
+            last = s->leg[0].last_packet_ns;
+        if (s->leg[1].last_packet_ns > last)
+            last = s->leg[1].last_packet_ns;
+        if (now - last < limit)
+            continue;
+        rr_event ev;
+        memset(&ev, 0, sizeof(ev));
+        ev.type = RR_EVENT_TIMEOUT;
+        ev.session_id = make_id(slot, s->gen);
+        ev.at_ns = now;
+        ev.idle_ns = now - last;
+        ev.held = s->held;
+        push_event(e, &ev);
+        s->timeout_reported = 1; /* once, until media flows again */
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    rr_worker *w = arg;
+    atomic_store(&w->tid, (int)syscall(SYS_gettid));
+    struct epoll_event evs[RR_EPOLL_EVENTS];
+    int64_t next_scan = rr_now_ns() + RR_TIMEOUT_SCAN_NS;
+    while (!atomic_load(&w->stop)) {
+        int64_t wait_ns = next_scan - rr_now_ns();
+        int timeout_ms = wait_ns <= 0 ? 0 : (int)((wait_ns + 999999) / 1000000);
+        int n = epoll_wait(w->epfd, evs, RR_EPOLL_EVENTS, timeout_ms);
+        if (n < 0 && errno != EINTR)
+            break;
+        pthread_mutex_lock(&w->lock);
+        w->wakeups++;
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.u64 == RR_WAKE_TOKEN) {
+                uint64_t v;
+                ssize_t r = read(w->wake_fd, &v, sizeof(v));
+                (void)r;
+                continue;
+            }
+            process_socket(w, evs[i].data.u64);
+        }
+        int64_t now = rr_now_ns();
+        if (now >= next_scan) {
+            scan_timeouts(w, now);
+            next_scan = now + RR_TIMEOUT_SCAN_NS;
+        }
+        pthread_mutex_unlock(&w->lock);
+    }
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- engine */
+
+static void raise_nofile_limit(void)
+{
+    /* 4 sockets per session (RTP+RTCP per leg): the default soft limit of 1024
+     * would cap the relay near 250 calls, so take whatever the hard limit allows. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+rr_engine *rr_engine_new(const rr_config *cfg, int *err)
+{
+    *err = RR_ERR_ARG;
+    if (cfg->workers < 1 || cfg->workers > RR_MAX_WORKERS || cfg->max_sessions == 0 ||
+        cfg->port_max < cfg->port_min || (cfg->bind_addr.sa.sa_family != AF_INET &&
+                                          cfg->bind_addr.sa.sa_family != AF_INET6))
+        return NULL;
+    uint32_t first = (cfg->port_min + 1u) & ~1u;
+    if (first == 0)
+        first = 2; /* port 0 would mean "any" to bind() */
+    uint32_t npairs = first + 1 > cfg->port_max ? 0 : (cfg->port_max - first + 1) / 2;
+    if (npairs < 2)
+        return NULL; /* a session needs two pairs */
+    rr_engine *e = calloc(1, sizeof(*e));
+    if (!e) {
+        *err = RR_ERR_SOCKET;
+        return NULL;
+    }
+    e->cfg = *cfg;
+    e->capacity = cfg->max_sessions;
+    e->sessions = calloc(e->capacity, sizeof(rr_session));
+    e->free_slots = calloc(e->capacity, sizeof(uint32_t));
+    e->pool_cap = npairs;
+    e->pool_port = calloc(npairs, sizeof(uint16_t));
+    e->pool_released = calloc(npairs, sizeof(int64_t));
+    e->evq = calloc(RR_EVENT_QUEUE_CAP, sizeof(rr_event));
+    e->nworkers = cfg->workers;
+    e->workers = calloc((size_t)cfg->workers, sizeof(rr_worker));
+    e->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    *err = RR_ERR_SOCKET;
+    if (!e->workers) {
+        e->nworkers = 0;
+        goto fail;
+    }
+    for (int i = 0; i < e->nworkers; i++) {
+        e->workers[i].epfd = -1;
+        e->workers[i].wake_fd = -1;
+    }
+    if (!e->sessions || !e->free_slots || !e->pool_port || !e->pool_released || !e->evq || e->event_fd < 0)
+        goto fail;
+    for (uint32_t i = 0; i < e->capacity; i++)
+        e->free_slots[i] = e->capacity - 1 - i; /* pop gives slot 0 first */
+    e->nfree_slots = e->capacity;
+    for (uint32_t i = 0; i < npairs; i++) {
+        e->pool_port[i] = (uint16_t)(first + 2 * i);
+        e->pool_released[i] = INT64_MIN / 2; /* never used: no quarantine */
+    }
+    e->pool_count = npairs;
+    pthread_mutex_init(&e->ctl_lock, NULL);
+    pthread_mutex_init(&e->ev_lock, NULL);
+    for (int i = 0; i < e->nworkers; i++)
+        pthread_mutex_init(&e->workers[i].lock, NULL);
+    for (int i = 0; i < e->nworkers; i++) {
+        rr_worker *w = &e->workers[i];
+        w->engine = e;
+        w->index = i;
+        w->active = calloc(e->capacity, sizeof(uint32_t));
+        w->epfd = epoll_create1(EPOLL_CLOEXEC);
+        w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (!w->active || w->epfd < 0 || w->wake_fd < 0)
+            goto fail;
+        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = RR_WAKE_TOKEN};
+        if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->wake_fd, &ev) < 0)
+            goto fail;
+        for (int k = 0; k < RR_RECV_BATCH; k++) {
+            w->riov[k].iov_base = w->buf[k];
+            w->riov[k].iov_len = RR_MAX_PACKET;
+            w->rmsgs[k].msg_hdr.msg_iov = &w->riov[k];
+            w->rmsgs[k].msg_hdr.msg_iovlen = 1;
+        }
+    }
+    raise_nofile_limit();
+    *err = RR_OK;
+    return e;
+fail:
+    rr_engine_free(e);
+    return NULL;
+}
+
+int rr_engine_start(rr_engine *e)
+{
+    if (e->running)
+        return RR_ERR_STATE;
+    for (int i = 0; i < e->nworkers; i++) {
+        rr_worker *w = &e->workers[i];
+        atomic_store(&w->stop, 0);
+        if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+            rr_engine_stop(e);
+            return RR_ERR_SOCKET;
+        }
+        w->started = 1;
+    }
+    e->running = 1;
+    return RR_OK;
+}
+
+void rr_engine_stop(rr_engine *e)
+{
+    for (int i = 0; i < e->nworkers; i++) {
+        rr_worker *w = &e->workers[i];
+        if (!w->started)
+            continue;
+        atomic_store(&w->stop, 1);
+        uint64_t one = 1;
+        ssize_t r = write(w->wake_fd, &one, sizeof(one));
+        (void)r;
+        pthread_join(w->thread, NULL);
+        w->started = 0;
+        atomic_store(&w->tid, 0);
+    }
+    e->running = 0;
+}
+
+static void close_session_fds(rr_session *s)
+{
+    for (int l = 0; l < 2; l++) {
+        if (s->leg[l].rtp.fd >= 0)
+            close(s->leg[l].rtp.fd);
+        if (s->leg[l].rtcp.fd >= 0)
+            close(s->leg[l].rtcp.fd);
+        s->leg[l].rtp.fd = s->leg[l].rtcp.fd = -1;
+    }
+}
+
+void rr_engine_free(rr_engine *e)
+{
+    if (!e)
+        return;
+    rr_engine_stop(e);
+    if (e->sessions) {
+        for (uint32_t i = 0; i < e->capacity; i++)
+            if (e->sessions[i].in_use)
+                close_session_fds(&e->sessions[i]);
+    }
+    if (e->workers) {
+        for (int i = 0; i < e->nworkers; i++) {
+            rr_worker *w = &e->workers[i];
+            if (w->epfd >= 0)
+                close(w->epfd);
+            if (w->wake_fd >= 0)
+                close(w->wake_fd);
+            free(w->active);
+            pthread_mutex_destroy(&w->lock);
+        }
+    }
+    if (e->event_fd >= 0)
+        close(e->event_fd);
+    free(e->workers);
+    free(e->evq);
+    free(e->pool_port);
+    free(e->pool_released);
+    free(e->free_slots);
+    free(e->sessions);
+    free(e);
+}
+
+/* ---------------------------------------------------------------- port pool */
+
+static void pool_push(rr_engine *e, uint16_t port, int64_t released)
+{
+    uint32_t tail = (e->pool_head + e->pool_count) % e->pool_cap;
+    e->pool_port[tail] = port;
+    e->pool_released[tail] = released;
+    e->pool_count++;
+}
+
+static int open_udp(rr_engine *e, uint16_t port)
+{
+    int fam = e->cfg.bind_addr.sa.sa_family;
+    int fd = socket(fam, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    if (e->cfg.rcvbuf > 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &e->cfg.rcvbuf, sizeof(int));
+    if (e->cfg.sndbuf > 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &e->cfg.sndbuf, sizeof(int));
+    if (e->cfg.tos >= 0) {
+        if (fam == AF_INET)
+            setsockopt(fd, IPPROTO_IP, IP_TOS, &e->cfg.tos, sizeof(int));
+        else
+            setsockopt(fd, IPPROTO_IPV6, IPV6_TCLASS, &e->cfg.tos, sizeof(int));
+    }
+    rr_sockaddr a = e->cfg.bind_addr;
+    if (fam == AF_INET)
+        a.in4.sin_port = htons(port);
+    else
+        a.in6.sin6_port = htons(port);
+    if (bind(fd, &a.sa, addr_len(&a)) < 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
+/* Take one quarantine-free even port and bind RTP (even) and RTCP (odd) on it.
+ * Called with ctl_lock held. */
+static int take_pair(rr_engine *e, int64_t now, rr_endpoint *rtp, rr_endpoint *rtcp)
+{
+    for (int attempt = 0; attempt < RR_BIND_ATTEMPTS; attempt++) {
+        if (e->pool_count == 0)
+            return RR_ERR_NO_PORTS;
+        if (e->pool_released[e->pool_head] + e->cfg.quarantine_ns > now)
+            return RR_ERR_NO_PORTS; /* FIFO: the oldest release is still in quarantine */
+        uint16_t port = e->pool_port[e->pool_head];
+        e->pool_head = (e->pool_head + 1) % e->pool_cap;
+        e->pool_count--;
+        int fd1 = open_udp(e, port);
+        int fd2 = fd1 >= 0 ? open_udp(e, (uint16_t)(port + 1)) : -1;
+        if (fd1 >= 0 && fd2 >= 0) {
+            rtp->fd = fd1;
+            rtp->local_port = port;
+            rtcp->fd = fd2;
+            rtcp->local_port = (uint16_t)(port + 1);
+            return RR_OK;
+        }
+        if (fd1 >= 0)
+            close(fd1);
+        if (errno != EADDRINUSE && errno != EACCES)
+            return RR_ERR_SOCKET;
+        pool_push(e, port, now); /* someone else holds it: retry after a quarantine */
+    }
+    return RR_ERR_NO_PORTS;
+}
+
+static void init_endpoint(rr_endpoint *ep)
+{
+    memset(ep, 0, sizeof(*ep));
+    ep->fd = -1;
+}
+
+static rr_session *lookup(rr_engine *e, uint64_t id)
+{
+    uint32_t slot = (uint32_t)id;
+    if (slot >= e->capacity || (id >> 56) != 0)
+        return NULL;
+    rr_session *s = &e->sessions[slot];
+    if (!s->in_use || (s->gen & RR_GEN_MASK) != ((id >> 32) & RR_GEN_MASK))
+        return NULL;
+    return s;
+}
+
+/* Lock the worker owning session `id`; returns the session or NULL (nothing locked). */
+static rr_session *lock_session(rr_engine *e, uint64_t id, rr_worker **wout)
+{
+    uint32_t slot = (uint32_t)id;
+    if (slot >= e->capacity)
+        return NULL;
+    /* a slot always belongs to the same worker, so all its accesses share one lock */
+    rr_worker *w = &e->workers[slot % (uint32_t)e->nworkers];
+    pthread_mutex_lock(&w->lock);
+    rr_session *s = lookup(e, id);
+    if (!s) {
+        pthread_mutex_unlock(&w->lock);
+        return NULL;
+    }
+    *wout = w;
+    return s;
+}
+
+int rr_session_alloc(rr_engine *e, const rr_session_params *p, uint64_t *id_out)
+{
+    if (p->clock_rate == 0 || p->dtmf_pt > 127)
+        return RR_ERR_ARG;
+    int64_t now = rr_now_ns();
+    rr_endpoint eps[4];
+    for (int i = 0; i < 4; i++)
+        init_endpoint(&eps[i]);
+    pthread_mutex_lock(&e->ctl_lock);
+    if (e->nfree_slots == 0) {
+        pthread_mutex_unlock(&e->ctl_lock);
+        return RR_ERR_NO_SLOT;
+    }
+    int rc = take_pair(e, now, &eps[0], &eps[1]);
+    if (rc == RR_OK) {
+        rc = take_pair(e, now, &eps[2], &eps[3]);
+        if (rc != RR_OK) {
+            close(eps[0].fd);
+            close(eps[1].fd);
+            pool_push(e, eps[0].local_port, INT64_MIN / 2); /* never used by a call */
+        }
+    }
+    if (rc != RR_OK) {
+        pthread_mutex_unlock(&e->ctl_lock);
+        return rc;
+    }
+    uint32_t slot = e->free_slots[--e->nfree_slots];
+    uint32_t worker = slot % (uint32_t)e->nworkers;
+    e->nsessions++;
+    pthread_mutex_unlock(&e->ctl_lock);
+
+    rr_worker *w = &e->workers[worker];
+    pthread_mutex_lock(&w->lock);
+    rr_session *s = &e->sessions[slot];
+    uint32_t gen = s->gen;
+    memset(s, 0, sizeof(*s));
+    s->gen = gen;
+    s->worker = (uint16_t)worker;
+    s->created_ns = now;
+    s->timeout_ns = p->timeout_ns >= 0 ? p->timeout_ns : e->cfg.default_timeout_ns;
+    s->hold_timeout_ns = p->hold_timeout_ns >= 0 ? p->hold_timeout_ns : e->cfg.default_hold_timeout_ns;
+    for (int l = 0; l < 2; l++) {
+        rr_leg *L = &s->leg[l];
+        L->rtp = eps[2 * l];
+        L->rtcp = eps[2 * l + 1];
+        rr_stream_init(&L->stats, p->clock_rate, p->dtmf_pt);
+    }
+    int ok = 1;
+    for (int l = 0; l < 2 && ok; l++) {
+        for (int r = 0; r < 2 && ok; r++) {
+            struct epoll_event ev = {.events = EPOLLIN, .data.u64 = make_token(slot, gen, l, r)};
+            int fd = r ? s->leg[l].rtcp.fd : s->leg[l].rtp.fd;
+            if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+                ok = 0;
+        }
+    }
+    if (!ok) {
+        /* closing the fds removes them from the epoll set */
+        close_session_fds(s);
+        s->gen++;
+        pthread_mutex_unlock(&w->lock);
+        pthread_mutex_lock(&e->ctl_lock);
+        for (int l = 0; l < 2; l++)
+            pool_push(e, eps[2 * l].local_port, INT64_MIN / 2);
+        e->free_slots[e->nfree_slots++] = slot;
+        e->nsessions--;
+        pthread_mutex_unlock(&e->ctl_lock);
+        return RR_ERR_SOCKET;
+    }
+    s->worker_pos = w->nactive;
+    w->active[w->nactive++] = slot;
+    s->in_use = 1;
+    pthread_mutex_unlock(&w->lock);
+    *id_out = make_id(slot, gen);
+    return RR_OK;
+}
+
+static void fill_info(const rr_session *s, rr_session_info *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->held = s->held;
+    o->created_ns = s->created_ns;
+    o->timeout_ns = s->timeout_ns;
+    o->hold_timeout_ns = s->hold_timeout_ns;
+    for (int l = 0; l < 2; l++) {
+        const rr_leg *L = &s->leg[l];
+        rr_leg_info *li = &o->leg[l];
+        li->rtp_port = L->rtp.local_port;
+        li->rtcp_port = L->rtcp.local_port;
+        li->signalled_rtp = L->rtp.signalled;
+        li->signalled_rtcp = L->rtcp.signalled;
+        li->latched_rtp = L->rtp.latched;
+        li->latched_rtcp = L->rtcp.latched;
+        li->rtcp_mux = L->rtcp_mux;
+        li->latch_mode = L->latch_mode;
+        li->last_packet_ns = L->last_packet_ns;
+        li->unknown_source = L->rtp.unknown_source + L->rtcp.unknown_source;
+        li->forwarded = L->forwarded;
+        li->no_destination = L->no_destination;
+        li->send_errors = L->send_errors;
+        li->truncated = L->truncated;
+        rr_stream_report_get(&L->stats, &li->stats);
+    }
+}
+
+int rr_session_free(rr_engine *e, uint64_t id, rr_session_info *final_info)
+{
+    rr_worker *w;
+    rr_session *s = lock_session(e, id, &w);
+    if (!s)
+        return RR_ERR_NO_SESSION;
+    if (final_info)
+        fill_info(s, final_info);
+    uint16_t ports[2] = {s->leg[0].rtp.local_port, s->leg[1].rtp.local_port};
+    uint32_t slot = (uint32_t)id;
+    close_session_fds(s); /* close() drops them from the epoll set */
+    s->in_use = 0;
+    s->gen++;
+    uint32_t pos = s->worker_pos;
+    uint32_t last = w->active[--w->nactive];
+    w->active[pos] = last;
+    e->sessions[last].worker_pos = pos;
+    pthread_mutex_unlock(&w->lock);
+
+    int64_t now = rr_now_ns();
+    pthread_mutex_lock(&e->ctl_lock);
+    for (int l = 0; l < 2; l++)
+        pool_push(e, ports[l], now); /* reusable after the quarantine */
+    e->free_slots[e->nfree_slots++] = slot;
+    e->nsessions--;
+    pthread_mutex_unlock(&e->ctl_lock);
+    return RR_OK;
+}
+
+int rr_session_set_peer(rr_engine *e, uint64_t id, int leg, const rr_peer *peer)
+{
+    if (leg != RR_LEG_A && leg != RR_LEG_B)
+        return RR_ERR_ARG;
+    if (peer->latch_mode != RR_LATCH_SYMMETRIC && peer->latch_mode != RR_LATCH_STRICT)
+        return RR_ERR_ARG;
+    rr_worker *w;
+    rr_session *s = lock_session(e, id, &w);
+    if (!s)
+        return RR_ERR_NO_SESSION;
+    rr_leg *L = &s->leg[leg];
+    L->rtp.signalled = peer->rtp;
+    if (peer->rtcp.sa.sa_family) {
+        L->rtcp.signalled = peer->rtcp;
+    } else if (peer->rtp.sa.sa_family) {
+        /* RFC 3550 11: RTCP on the next higher (odd) port */
+        L->rtcp.signalled = peer->rtp;
+        if (peer->rtp.sa.sa_family == AF_INET)
+            L->rtcp.signalled.in4.sin_port = htons((uint16_t)(ntohs(peer->rtp.in4.sin_port) + 1));
+        else
+            L->rtcp.signalled.in6.sin6_port = htons((uint16_t)(ntohs(peer->rtp.in6.sin6_port) + 1));
+    } else {
+        memset(&L->rtcp.signalled, 0, sizeof(L->rtcp.signalled));
+    }
+    L->rtcp_mux = peer->rtcp_mux;
+    L->latch_mode = peer->latch_mode;
+    /* A re-INVITE may move the media: learn the source again. */
+    memset(&L->rtp.latched, 0, sizeof(L->rtp.latched));
+    memset(&L->rtcp.latched, 0, sizeof(L->rtcp.latched));
+    pthread_mutex_unlock(&w->lock);
+    return RR_OK;
+}
+
+int rr_session_set_hold(rr_engine *e, uint64_t id, int held)
+{
+    rr_worker *w;
+    rr_session *s = lock_session(e, id, &w);
+    if (!s)
+        return RR_ERR_NO_SESSION;
+    s->held = held ? 1 : 0;
+    pthread_mutex_unlock(&w->lock);
+    return RR_OK;
+}
+
+int rr_session_set_timeouts(rr_engine *e, uint64_t id, int64_t timeout_ns, int64_t hold_timeout_ns)
+{
+    rr_worker *w;
+    rr_session *s = lock_session(e, id, &w);
+    if (!s)
+        return RR_ERR_NO_SESSION;
+    if (timeout_ns >= 0)
+        s->timeout_ns = timeout_ns;
+    if (hold_timeout_ns >= 0)
+        s->hold_timeout_ns = hold_timeout_ns;
+    s->timeout_reported = 0;
+    pthread_mutex_unlock(&w->lock);
+    return RR_OK;
+}
+
+int rr_session_set_media(rr_engine *e, uint64_t id, uint32_t clock_rate, int dtmf_pt)
+{
+    if (clock_rate == 0 || dtmf_pt > 127)
+        return RR_ERR_ARG;
+    rr_worker *w;
+    rr_session *s = lock_session(e, id, &w);
+    if (!s)
+        return RR_ERR_NO_SESSION;
+    for (int l = 0; l < 2; l++) {
+        rr_stream_stats *st = &s->leg[l].stats;
+        if (st->clock_rate != clock_rate) {
+            st->clock_rate = clock_rate;
+            st->have_transit = 0; /* transit in the old clock is meaningless */
+        }
+        st->dtmf_pt = (int16_t)dtmf_pt;
+    }
+    pthread_mutex_unlock(&w->lock);
+    return RR_OK;
+}
+
+int rr_session_info_get(rr_engine *e, uint64_t id, rr_session_info *out)
+{
+    rr_worker *w;
+    rr_session *s = lock_session(e, id, &w);
+    if (!s)
+        return RR_ERR_NO_SESSION;
+    fill_info(s, out);
+    pthread_mutex_unlock(&w->lock);
+    return RR_OK;
+}
+
+size_t rr_sessions_idle_since(rr_engine *e, int64_t since_ns, uint64_t *ids, size_t max)
+{
+    size_t n = 0;
+    for (int i = 0; i < e->nworkers && n < max; i++) {
+        rr_worker *w = &e->workers[i];
+        pthread_mutex_lock(&w->lock);
+        for (uint32_t k = 0; k < w->nactive && n < max; k++) {
+            rr_session *s = &e->sessions[w->active[k]];
+            int64_t last = s->created_ns;
+            if (s->leg[0].last_packet_ns > last)
+                last = s->leg[0].last_packet_ns;
+            if (s->leg[1].last_packet_ns > last)
+                last = s->leg[1].last_packet_ns;
+            if (last < since_ns)
+                ids[n++] = make_id(w->active[k], s->gen);
+        }
+        pthread_mutex_unlock(&w->lock);
+    }
+    return n;
+}
+
+void rr_engine_counters_get(rr_engine *e, rr_engine_counters *o)
+{
+    memset(o, 0, sizeof(*o));
+    for (int i = 0; i < e->nworkers; i++) {
+        rr_worker *w = &e->workers[i];
+        pthread_mutex_lock(&w->lock);
+        o->wakeups += w->wakeups;
+        o->recv_calls += w->recv_calls;
+        o->send_calls += w->send_calls;
+        o->packets_in += w->packets_in;
+        o->packets_out += w->packets_out;
+        pthread_mutex_unlock(&w->lock);
+    }
+    pthread_mutex_lock(&e->ev_lock);
+    o->events_dropped = e->events_dropped;
+    pthread_mutex_unlock(&e->ev_lock);
+    pthread_mutex_lock(&e->ctl_lock);
+    o->sessions = e->nsessions;
+    o->ports_free = e->pool_count * 2;
+    o->ports_total = e->pool_cap * 2;
+    pthread_mutex_unlock(&e->ctl_lock);
+}
+
+int rr_engine_worker_count(const rr_engine *e) { return e->nworkers; }
+
+int rr_engine_worker_tid(const rr_engine *e, int i)
+{
+    if (i < 0 || i >= e->nworkers)
+        return 0;
+    return atomic_load(&((rr_engine *)e)->workers[i].tid);
+}

@@ -1,0 +1,177 @@
+/*
+ * Native RTP relay engine: worker threads that own the relay sockets, wait with
+ * epoll and move packets with recvmmsg/sendmmsg, outside the Python GIL.
+ *
+ * Threading contract
+ *   - Each session belongs to one worker.  The worker holds its own mutex while
+ *     it handles one epoll wakeup; every control call (set_peer, stats, free...)
+ *     takes that mutex, so a control call waits at most for one wakeup's work.
+ *   - epoll data carries (slot, generation, leg, rtcp): a wakeup that races with
+ *     a free finds a different generation and is ignored, so slots never dangle.
+ *   - Events for Python (DTMF digits, media timeouts) go through one engine
+ *     queue guarded by its own mutex, signalled on an eventfd.
+ */
+#ifndef RR_RELAY_ENGINE_H
+#define RR_RELAY_ENGINE_H
+
+#include <netinet/in.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "rtp_stats.h"
+
+#define RR_LEG_A 0
+#define RR_LEG_B 1
+
+enum { RR_LATCH_SYMMETRIC = 0, RR_LATCH_STRICT = 1 };
+enum { RR_EVENT_DTMF = 1, RR_EVENT_TIMEOUT = 2 };
+
+enum {
+    RR_OK = 0,
+    RR_ERR_NO_SESSION = -1,   /* unknown or already freed session id */
+    RR_ERR_NO_SLOT = -2,      /* max_sessions reached */
+    RR_ERR_NO_PORTS = -3,     /* port range exhausted (or all free ports in quarantine) */
+    RR_ERR_SOCKET = -4,       /* socket/bind/epoll failure; errno tells */
+    RR_ERR_ARG = -5,          /* bad argument */
+    RR_ERR_STATE = -6,        /* engine not in the right state (started/stopped) */
+};
+
+typedef union rr_sockaddr {
+    struct sockaddr sa;       /* sa_family == 0 means "not set" */
+    struct sockaddr_in in4;
+    struct sockaddr_in6 in6;
+} rr_sockaddr;
+
+typedef struct rr_config {
+    rr_sockaddr bind_addr;    /* address the relay ports are bound on (port ignored) */
+    uint16_t port_min;        /* inclusive; rounded up to even (RTP even, RTCP odd: RFC 3550 11) */
+    uint16_t port_max;        /* inclusive */
+    int workers;              /* native threads */
+    uint32_t max_sessions;
+    int64_t quarantine_ns;    /* a freed port is not reused before this has passed */
+    int rcvbuf;               /* SO_RCVBUF per relay socket, 0 = kernel default */
+    int sndbuf;               /* SO_SNDBUF per relay socket, 0 = kernel default */
+    int tos;                  /* IP_TOS / IPV6_TCLASS on relay sockets, -1 = leave */
+    int64_t default_timeout_ns;       /* media timeout of an active call, 0 = none */
+    int64_t default_hold_timeout_ns;  /* media timeout of a held call, 0 = none */
+} rr_config;
+
+typedef struct rr_session_params {
+    uint32_t clock_rate;      /* payload clock for jitter and DTMF durations */
+    int dtmf_pt;              /* telephone-event payload type, -1 = none */
+    int64_t timeout_ns;       /* < 0: engine default */
+    int64_t hold_timeout_ns;  /* < 0: engine default */
+} rr_session_params;
+
+typedef struct rr_peer {
+    rr_sockaddr rtp;          /* signalled RTP address; family 0 = not yet known */
+    rr_sockaddr rtcp;         /* signalled RTCP address; family 0 = RTP port + 1 */
+    uint8_t rtcp_mux;         /* RFC 5761: RTCP travels on the RTP port */
+    uint8_t latch_mode;       /* RR_LATCH_* */
+} rr_peer;
+
+/* Next step (AI media): opaque attachments, defined by the tap/inject code.
+ * A leg's tap receives a copy of every packet that leg receives; a leg's inject
+ * source replaces the packets relayed *to* that leg's peer.  See README.md. */
+struct rr_tap;
+struct rr_inject;
+
+typedef struct rr_endpoint {  /* one flow (RTP or RTCP) of one leg */
+    int fd;
+    uint16_t local_port;
+    rr_sockaddr signalled;
+    rr_sockaddr latched;      /* learned source; family 0 = not latched yet */
+    uint64_t unknown_source;  /* dropped: not from the latched/signalled address */
+} rr_endpoint;
+
+typedef struct rr_leg {       /* the side of the call that faces one peer */
+    rr_endpoint rtp;
+    rr_endpoint rtcp;
+    uint8_t rtcp_mux;
+    uint8_t latch_mode;
+    int64_t last_packet_ns;   /* monotonic time of the last accepted packet, 0 = none */
+    uint64_t forwarded;       /* packets sent on to the other leg's peer */
+    uint64_t no_destination;  /* dropped: other leg has no address yet */
+    uint64_t send_errors;     /* dropped: sendmmsg refused (buffer full, unreachable) */
+    uint64_t truncated;       /* dropped: larger than RR_MAX_PACKET */
+    rr_stream_stats stats;    /* packets received from this leg's peer */
+    struct rr_tap *tap;       /* next step: NULL until a tap is attached */
+    struct rr_inject *inject; /* next step: NULL until an injection source replaces this leg's output */
+} rr_leg;
+
+typedef struct rr_session {
+    uint32_t gen;             /* bumped on free; part of the public id */
+    uint8_t in_use;
+    uint8_t held;
+    uint8_t timeout_reported;
+    uint16_t worker;
+    uint32_t worker_pos;      /* index in the worker's active list */
+    int64_t created_ns;
+    int64_t timeout_ns;
+    int64_t hold_timeout_ns;
+    rr_leg leg[2];
+} rr_session;
+
+typedef struct rr_leg_info {
+    uint16_t rtp_port, rtcp_port;
+    rr_sockaddr signalled_rtp, signalled_rtcp, latched_rtp, latched_rtcp;
+    uint8_t rtcp_mux, latch_mode;
+    int64_t last_packet_ns;
+    uint64_t unknown_source, forwarded, no_destination, send_errors, truncated;
+    rr_stream_report stats;
+} rr_leg_info;
+
+typedef struct rr_session_info {
+    rr_leg_info leg[2];
+    uint8_t held;
+    int64_t created_ns, timeout_ns, hold_timeout_ns;
+} rr_session_info;
+
+typedef struct rr_event {
+    uint64_t session_id;
+    int64_t at_ns;
+    int64_t idle_ns;          /* TIMEOUT: time since the last packet */
+    uint32_t ts;              /* DTMF: RTP timestamp of the event */
+    uint16_t duration;        /* DTMF: timestamp units */
+    uint32_t clock_rate;      /* DTMF: to turn duration into time */
+    uint8_t type;             /* RR_EVENT_* */
+    uint8_t leg;              /* DTMF: leg the digit came from */
+    uint8_t event;            /* DTMF: RFC 4733 event code */
+    uint8_t volume;
+    uint8_t end_seen;
+    uint8_t held;             /* TIMEOUT: the held-call timeout applied */
+} rr_event;
+
+typedef struct rr_engine_counters {
+    uint64_t wakeups, recv_calls, send_calls, packets_in, packets_out;
+    uint64_t events_dropped;
+    uint32_t sessions, ports_free, ports_total;
+} rr_engine_counters;
+
+typedef struct rr_engine rr_engine;
+
+int64_t rr_now_ns(void);
+int rr_parse_addr(const char *ip, uint16_t port, rr_sockaddr *out);
+int rr_format_addr(const rr_sockaddr *a, char *buf, size_t buflen, uint16_t *port);
+
+rr_engine *rr_engine_new(const rr_config *cfg, int *err);
+int rr_engine_start(rr_engine *e);
+void rr_engine_stop(rr_engine *e);
+void rr_engine_free(rr_engine *e);
+
+int rr_session_alloc(rr_engine *e, const rr_session_params *p, uint64_t *id_out);
+int rr_session_free(rr_engine *e, uint64_t id, rr_session_info *final_info);
+int rr_session_set_peer(rr_engine *e, uint64_t id, int leg, const rr_peer *peer);
+int rr_session_set_hold(rr_engine *e, uint64_t id, int held);
+int rr_session_set_timeouts(rr_engine *e, uint64_t id, int64_t timeout_ns, int64_t hold_timeout_ns);
+int rr_session_set_media(rr_engine *e, uint64_t id, uint32_t clock_rate, int dtmf_pt);
+int rr_session_info_get(rr_engine *e, uint64_t id, rr_session_info *out);
+
+size_t rr_sessions_idle_since(rr_engine *e, int64_t since_ns, uint64_t *ids, size_t max);
+size_t rr_events_poll(rr_engine *e, rr_event *out, size_t max);
+int rr_engine_event_fd(const rr_engine *e);
+void rr_engine_counters_get(rr_engine *e, rr_engine_counters *out);
+int rr_engine_worker_count(const rr_engine *e);
+int rr_engine_worker_tid(const rr_engine *e, int i);
+
+#endif

@@ -1,0 +1,152 @@
+"""Wiring: settings → listeners → SIP core, on one uvloop event loop.
+
+The only place where sockets, the clock and the sans-I/O core meet: every input is handed to
+:class:`sbc.core.SipCore` with ``loop.time()``, everything it wants sent is sent, and its next
+timer is scheduled with ``call_at``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+
+from .config import Settings
+from .core import SipCore
+from .sip.events import Address, Outgoing
+from .sip.framing import FramingError
+from .sip.timers import TimerConfig
+from .transport.tcp import TcpTransport
+from .transport.udp import UdpListener, start_udp
+
+log = logging.getLogger(__name__)
+
+
+class SbcApp:
+    """One running SBC: transports, SIP core, timers. Use :meth:`start` and :meth:`stop`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.core: SipCore | None = None
+        self.udp: dict[tuple[str, int], UdpListener] = {}
+        self._udp_default: UdpListener | None = None
+        self.tcp: TcpTransport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stopped = asyncio.Event()
+
+    def local_hosts(self) -> set[str]:
+        hosts = {"localhost", socket.gethostname().lower()}
+        for spec in self.settings.listeners:
+            hosts.add(spec.host)
+            if spec.host in ("0.0.0.0", "::"):
+                hosts.update({"127.0.0.1", "::1"})
+        if self.settings.advertised_host:
+            hosts.add(self.settings.advertised_host)
+        return hosts
+
+    async def start(self) -> None:
+        """Bind every listener. Raises OSError when one cannot be bound."""
+        s = self.settings
+        self.loop = asyncio.get_running_loop()
+        self.core = SipCore(
+            local_hosts=self.local_hosts(),
+            timers=TimerConfig(t1=s.t1, t2=s.t2, t4=s.t4),
+            user_agent=s.user_agent,
+        )
+        self.tcp = TcpTransport(
+            self.on_message,
+            max_message_size=s.max_message_size,
+            idle_timeout=s.tcp_idle_timeout,
+            max_per_source=s.max_connections_per_source,
+            on_framing_error=self.on_framing_error,
+        )
+        for spec in s.listeners:
+            if spec.transport == "udp":
+                listener = await start_udp(spec, self.on_message)
+                self.udp[listener.local] = listener
+                self._udp_default = self._udp_default or listener
+            elif spec.transport == "tcp":
+                await self.tcp.listen(spec)
+            else:
+                raise OSError(f"transport {spec.transport} is not supported yet")
+        log.info("sbc listening on %s", ", ".join(str(x) for x in s.listeners))
+
+    # -- the loop's side of the sans-I/O core -------------------------------------------------
+
+    def on_message(self, data: bytes, source: Address) -> None:
+        """A transport delivered one message."""
+        assert self.core is not None and self.loop is not None
+        self.core.receive(data, source, self.loop.time())
+        self.flush()
+
+    def on_framing_error(self, err: FramingError, source: Address) -> None:
+        """A stream lost framing: answer the request whose head we could read, then it closes."""
+        assert self.core is not None and self.loop is not None
+        data = err.head + b"\r\n\r\n"
+        self.core.receive(data, Address(source.transport, source.host, source.port, source.conn_id), self.loop.time())
+        self.flush()
+
+    def flush(self) -> None:
+        """Send everything the core queued and reschedule its timer."""
+        assert self.core is not None and self.loop is not None
+        for out in self.core.pop_outgoing():
+            self.send(out)
+        when = self.core.next_timer()
+        if when != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._timer_at = when
+            if when is not None:
+                self._timer = self.loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        assert self.core is not None and self.loop is not None
+        self._timer = None
+        self._timer_at = None
+        self.core.handle_timer(self.loop.time())
+        self.flush()
+
+    def send(self, out: Outgoing) -> None:
+        dest = out.dest
+        if dest.transport == "udp":
+            listener = self._udp_default
+            if listener is not None:
+                listener.send(out.data, dest.host, dest.port)
+        elif dest.transport == "tcp" and self.tcp is not None:
+            if not self.tcp.send(out.data, dest):
+                asyncio.ensure_future(self._send_tcp_new(out))
+
+    async def _send_tcp_new(self, out: Outgoing) -> None:
+        assert self.tcp is not None
+        try:
+            await self.tcp.send_to(out.data, out.dest.host, out.dest.port)
+        except OSError as e:
+            log.info("tcp send to %s:%s failed: %s", out.dest.host, out.dest.port, e)
+
+    async def stop(self) -> None:
+        """Close listeners and connections."""
+        if self._timer is not None:
+            self._timer.cancel()
+        for listener in self.udp.values():
+            if listener.transport is not None:
+                listener.transport.close()
+        if self.tcp is not None:
+            await self.tcp.close()
+        self.stopped.set()
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT, then shut down cleanly."""
+    app = SbcApp(settings)
+    await app.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await app.stop()

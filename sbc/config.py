@@ -1,0 +1,205 @@
+"""Every knob of the SBC: environment (``SBC_*``), an optional TOML file, and CLI flags.
+
+Precedence, highest first: command-line flags, environment variables, the TOML file
+(``--config FILE`` or ``SBC_CONFIG``), defaults. Everything is validated at start; a bad value
+stops the program with a message naming the setting.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+# RFC 3261 §17.1.1.1 timer defaults (seconds).
+DEFAULT_T1 = 0.5
+DEFAULT_T2 = 4.0
+DEFAULT_T4 = 5.0
+# Kamailio's tcp_connection_lifetime default is 120 s; SIP over TCP from PBXs is often kept
+# open with CRLF keep-alives every 30-60 s, so 300 s of silence is a dead connection.
+DEFAULT_TCP_IDLE_TIMEOUT = 300.0
+# One source opening more connections than this is a misbehaving client or an attack
+# (a PBX needs one or a handful). Kamailio has no default limit; OpenSIPS uses per-IP limits.
+DEFAULT_MAX_CONNECTIONS_PER_SOURCE = 64
+# RTP port range: 20000 apart gives 5000 calls × 4 ports (RTP+RTCP per leg × 2 legs).
+DEFAULT_RTP_PORTS = "20000-39999"
+
+
+@dataclass(frozen=True, slots=True)
+class ListenSpec:
+    """One SIP listener: transport, address and port."""
+
+    transport: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport}:{host}:{self.port}"
+
+
+def parse_listen(text: str, default_port: int = 5060) -> list[ListenSpec]:
+    """Parse ``[udp:|tcp:]HOST[:PORT]`` (IPv6 in brackets). Without a prefix, UDP and TCP.
+
+    Raises ValueError with a message naming the bad part.
+    """
+    text = text.strip()
+    transports = ["udp", "tcp"]
+    for prefix in ("udp:", "tcp:", "tls:"):
+        if text.lower().startswith(prefix):
+            transports = [prefix[:-1]]
+            text = text[len(prefix) :]
+            break
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ValueError(f"unterminated IPv6 reference in {text!r}")
+        host, rest = text[1:end], text[end + 1 :]
+        port_text = rest[1:] if rest.startswith(":") else ""
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"unexpected {rest!r} after the address")
+    else:
+        host, _, port_text = text.partition(":")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            raise ValueError(f"{host!r} is not an IP address") from None
+        host = "127.0.0.1"
+    port = default_port
+    if port_text:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ValueError(f"bad port {port_text!r}")
+        port = int(port_text)
+    return [ListenSpec(t, host, port) for t in transports]
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    """Parse ``MIN-MAX``; both even-aligned ports usable for RTP. Raises ValueError."""
+    lo, sep, hi = text.partition("-")
+    if not sep or not lo.strip().isdigit() or not hi.strip().isdigit():
+        raise ValueError(f"expected MIN-MAX, got {text!r}")
+    a, b = int(lo), int(hi)
+    if not 1024 <= a < b <= 65535:
+        raise ValueError(f"range {a}-{b} must satisfy 1024 <= MIN < MAX <= 65535")
+    return a, b
+
+
+class Settings(BaseSettings):
+    """The SBC's configuration. Field names map to env ``SBC_<NAME>`` and TOML keys."""
+
+    model_config = SettingsConfigDict(env_prefix="SBC_", extra="forbid", validate_default=True)
+
+    sip_listen: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"],
+        description="SIP listeners, [udp:|tcp:]HOST:PORT",
+    )
+    api_listen: str = Field("127.0.0.1:8080", description="REST API and /metrics, HOST:PORT ('' disables)")
+    db: str = Field("sqlite:///sbc.db", description="Store URL: sqlite:///FILE or postgresql://...")
+    rtp_ip: str = Field("127.0.0.1", description="Address the RTP relay binds")
+    rtp_advertised_ip: str | None = Field(None, description="Address written into SDP when behind NAT")
+    rtp_ports: str = Field(DEFAULT_RTP_PORTS, description="RTP port range MIN-MAX")
+    advertised_host: str | None = Field(None, description="Host written into Via/Contact when behind NAT")
+    t1: float = Field(DEFAULT_T1, gt=0, le=10)
+    t2: float = Field(DEFAULT_T2, gt=0, le=60)
+    t4: float = Field(DEFAULT_T4, gt=0, le=60)
+    max_message_size: int = Field(65535, ge=1500, le=1 << 20)
+    tcp_idle_timeout: float = Field(DEFAULT_TCP_IDLE_TIMEOUT, gt=0)
+    max_connections_per_source: int = Field(DEFAULT_MAX_CONNECTIONS_PER_SOURCE, ge=1)
+    user_agent: str = Field("sbc/0.1", description="Server/User-Agent header value")
+    log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+
+    @field_validator("sip_listen", mode="before")
+    @classmethod
+    def _split_listen(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [p for p in v.replace(",", " ").split() if p]
+        return v
+
+    @field_validator("sip_listen")
+    @classmethod
+    def _check_listen(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one SIP listener is needed")
+        for item in v:
+            parse_listen(item)
+        return v
+
+    @field_validator("rtp_ports")
+    @classmethod
+    def _check_ports(cls, v: str) -> str:
+        parse_port_range(v)
+        return v
+
+    @field_validator("rtp_ip", "rtp_advertised_ip")
+    @classmethod
+    def _check_ip(cls, v: str | None) -> str | None:
+        if v is not None:
+            ipaddress.ip_address(v)
+        return v
+
+    @field_validator("api_listen")
+    @classmethod
+    def _check_api(cls, v: str) -> str:
+        if v:
+            host, sep, port = v.rpartition(":")
+            if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"expected HOST:PORT, got {v!r}")
+        return v
+
+    @property
+    def listeners(self) -> list[ListenSpec]:
+        out: list[ListenSpec] = []
+        for item in self.sip_listen:
+            out.extend(parse_listen(item))
+        return out
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = _TOML_PATH.get("path") or os.environ.get("SBC_CONFIG")
+        if toml_path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
+        return tuple(sources)
+
+
+_TOML_PATH: dict[str, str | None] = {"path": None}
+
+
+class ConfigError(Exception):
+    """A setting is invalid; the message names each bad setting and why."""
+
+
+def load_settings(overrides: dict[str, Any] | None = None, toml_file: str | None = None) -> Settings:
+    """Build :class:`Settings` from flags (``overrides``), env and TOML; raise ConfigError."""
+    if toml_file is not None and not Path(toml_file).is_file():
+        raise ConfigError(f"config file {toml_file!r} not found")
+    _TOML_PATH["path"] = toml_file
+    try:
+        return Settings(**{k: v for k, v in (overrides or {}).items() if v is not None})
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "settings"
+            lines.append(f"{loc}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+    finally:
+        _TOML_PATH["path"] = None

@@ -1,0 +1,297 @@
+"""The SIP core of a running SBC, sans-I/O: bytes from a transport in, bytes to send out.
+
+It frames and parses each message, refuses bad requests with the RFC response, runs the
+transaction layer, answers what the SBC itself answers (OPTIONS, REGISTER challenges, CANCEL
+and stray in-dialog requests), and hands new INVITEs to the call handler (the B2BUA).
+The asyncio driver in :mod:`sbc.app` feeds it and sends what it returns; tests drive it with
+a fake clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from . import metrics
+from .sip.checks import UasPolicy, check_request, response_destination, stamp_via
+from .sip.errors import SIPParseError
+from .sip.events import (
+    AckReceived,
+    Address,
+    Outgoing,
+    RequestReceived,
+    ResponseReceived,
+    StrayResponse,
+)
+from .sip.message import Request, Response, make_response, parse_message
+from .sip.timers import TimerConfig
+from .sip.transaction import TransactionLayer
+
+log = logging.getLogger(__name__)
+
+# Headers a stateless error response copies from a request that failed validation.
+_ECHO_HEADERS = ("Via", "From", "To", "Call-ID", "CSeq")
+# RFC 3261 §8.1.1.7: branches we generate start with the magic cookie.
+MAGIC_COOKIE = "z9hG4bK"
+
+
+def new_tag() -> str:
+    """A random tag (RFC 3261 §19.3: at least 32 bits of randomness)."""
+    return secrets.token_hex(6)
+
+
+@dataclass(slots=True)
+class CoreStats:
+    """Counters the core keeps for tests and logs (metrics mirror them)."""
+
+    received: int = 0
+    dropped: int = 0
+    rejected: dict[int, int] = field(default_factory=dict)
+
+
+InviteHandler = Callable[["SipCore", Request, object, float], None]
+
+
+class SipCore:
+    """Message handling for one SBC process.
+
+    ``local_hosts`` are the names/addresses that mean "this SBC" in a Request-URI (OPTIONS to
+    one of them is answered here rather than routed). ``on_invite`` receives new INVITEs
+    (``core, request, server transaction key, now``); without one they get 404 ... the
+    B2BUA installs itself there. Outbound bytes accumulate until :meth:`pop_outgoing`.
+    """
+
+    def __init__(
+        self,
+        *,
+        local_hosts: set[str],
+        timers: TimerConfig | None = None,
+        policy: UasPolicy | None = None,
+        user_agent: str = "sbc",
+        on_invite: InviteHandler | None = None,
+        realm: str = "sbc",
+        force_rport: bool = True,
+    ) -> None:
+        self.local_hosts = {h.lower() for h in local_hosts}
+        self.transactions = TransactionLayer(timers or TimerConfig())
+        self.policy = policy or UasPolicy()
+        self.user_agent = user_agent
+        self.on_invite = on_invite
+        self.realm = realm
+        self.force_rport = force_rport
+        self.stats = CoreStats()
+        self._stateless: list[Outgoing] = []
+        self.on_response: Callable[[object, float], None] | None = None
+        self.on_event: Callable[[object, float], None] | None = None
+
+    # -- input --------------------------------------------------------------------------------
+
+    def receive(self, data: bytes, source: Address, now: float) -> None:
+        """Handle one datagram or framed stream message from ``source``. Never raises."""
+        self.stats.received += 1
+        try:
+            msg = parse_message(data, stream=source.reliable)
+        except SIPParseError as e:
+            self._refuse_unparsed(data, source, e)
+            return
+        if isinstance(msg, Response):
+            self._receive_response(msg, source, now)
+            return
+        metrics.SIP_MESSAGES_RECEIVED.labels(source.transport, "request").inc()
+        try:
+            msg.validate()
+            stamp_via(msg, source.host, source.port, force_rport=self.force_rport and not source.reliable)
+        except SIPParseError as e:
+            self._reject_stateless(msg, source, e.status, e.reason)
+            return
+        for event in self.transactions.receive(msg, source, now):
+            self._dispatch(event, now)
+
+    def _receive_response(self, msg: Response, source: Address, now: float) -> None:
+        metrics.SIP_MESSAGES_RECEIVED.labels(source.transport, "response").inc()
+        try:
+            if msg.status > 699:
+                raise SIPParseError(f"status code {msg.status} out of range")
+            msg.validate()
+        except SIPParseError as e:
+            self._drop(source, "bad-response", e.reason)
+            return
+        metrics.SIP_RESPONSES_RECEIVED.labels(str(msg.status)).inc()
+        for event in self.transactions.receive(msg, source, now):
+            self._dispatch(event, now)
+
+    def _dispatch(self, event: object, now: float) -> None:
+        if isinstance(event, RequestReceived):
+            try:
+                self._handle_request(event.request, event.key, now)
+            except SIPParseError as e:
+                self.respond(event.key, make_response(event.request, e.status, to_tag=new_tag()), now)
+            except Exception:
+                log.exception("error handling %r", event.request)
+                self.respond(event.key, make_response(event.request, 500, to_tag=new_tag()), now)
+        elif isinstance(event, (ResponseReceived, StrayResponse)) and self.on_response is not None:
+            self.on_response(event, now)
+        elif isinstance(event, AckReceived) and self.on_event is not None:
+            self.on_event(event, now)
+        elif self.on_event is not None:
+            self.on_event(event, now)
+
+    def _handle_request(self, req: Request, key: object, now: float) -> None:
+        to_tag = new_tag()
+        forwarding = req.method == "INVITE" or (req.method == "OPTIONS" and not self._for_us(req))
+        refusal = check_request(req, self.policy, to_tag=to_tag, forwarding=forwarding)
+        if refusal is not None:
+            self.stats.rejected[refusal.status] = self.stats.rejected.get(refusal.status, 0) + 1
+            metrics.SIP_REQUESTS_REJECTED.labels(str(refusal.status)).inc()
+            self.respond(key, refusal, now)
+            return
+        method = req.method
+        if method == "OPTIONS":
+            if self._for_us(req) or self.on_invite is None:
+                self.respond(key, self._options_ok(req, to_tag), now)
+            else:
+                self.respond(key, make_response(req, 404, to_tag=to_tag), now)
+        elif method == "INVITE":
+            if req.to_tag is not None:
+                # A re-INVITE for a dialog we do not have (the B2BUA handles its own first).
+                self.respond(key, make_response(req, 481, to_tag=None), now)
+            elif self.on_invite is not None:
+                self.on_invite(self, req, key, now)
+            else:
+                self.respond(key, make_response(req, 404, to_tag=to_tag), now)
+        elif method == "CANCEL":
+            self._handle_cancel(req, key, now)
+        elif method == "REGISTER":
+            self.respond(key, self._register_answer(req, to_tag), now)
+        else:
+            # BYE, INFO, UPDATE, PRACK, NOTIFY outside any dialog we know: RFC 3261 §12.2.2.
+            self.respond(key, make_response(req, 481, to_tag=to_tag), now)
+
+    def _handle_cancel(self, req: Request, key: object, now: float) -> None:
+        invite_key = self.transactions.find_invite_for_cancel(req)
+        if invite_key is None:
+            self.respond(key, make_response(req, 481, to_tag=new_tag()), now)
+            return
+        self.respond(key, make_response(req, 200, to_tag=req.to_tag or new_tag()), now)
+        if self.on_event is not None:
+            self.on_event(("cancel", invite_key, req), now)
+
+    def _for_us(self, req: Request) -> bool:
+        uri = req.ruri
+        user = getattr(uri, "user", None)
+        host = getattr(uri, "host", "").strip("[]").lower()
+        return user is None or host in self.local_hosts
+
+    def _options_ok(self, req: Request, to_tag: str) -> Response:
+        return make_response(
+            req,
+            200,
+            to_tag=to_tag,
+            headers=[
+                ("Allow", self.policy.allow_header),
+                ("Accept", self.policy.accept_header),
+                ("Accept-Encoding", ", ".join(self.policy.accepted_encodings)),
+                ("Supported", ", ".join(sorted(self.policy.supported))),
+                ("Server", self.user_agent),
+            ],
+        )
+
+    def _register_answer(self, req: Request, to_tag: str) -> Response:
+        """This SBC has no registrar users yet: challenge, and refuse any credentials offered.
+
+        A REGISTER without digest credentials (or with an unknown scheme, RFC 4475 §3.3.7) gets
+        401 with a fresh nonce; one carrying digest credentials gets 403, since no user can match.
+        """
+        auth = req.get("Authorization")
+        if auth is not None and auth.lstrip().lower().startswith("digest"):
+            return make_response(req, 403, to_tag=to_tag)
+        nonce = os.urandom(12).hex()
+        challenge = f'Digest realm="{self.realm}", nonce="{nonce}", algorithm=MD5, qop="auth"'
+        return make_response(req, 401, to_tag=to_tag, headers=[("WWW-Authenticate", challenge)])
+
+    # -- errors before a transaction exists ---------------------------------------------------
+
+    def _refuse_unparsed(self, data: bytes, source: Address, err: SIPParseError) -> None:
+        """A message that did not parse: answer it statelessly when it was a request we can answer."""
+        if data.startswith(b"SIP/"):
+            self._drop(source, "bad-response", err.reason)
+            return
+        headers = _salvage_headers(data)
+        if any(n == "Via" for n, _ in headers) and not data.lstrip().upper().startswith(b"ACK "):
+            req = Request("UNKNOWN", "sip:invalid", headers)
+            self._reject_stateless(req, source, err.status, err.reason)
+        else:
+            self._drop(source, "unparseable", err.reason)
+
+    def _reject_stateless(self, req: Request, source: Address, status: int, reason: str) -> None:
+        if req.method == "ACK":
+            self._drop(source, "bad-ack", reason)
+            return
+        resp = make_response(req, status, to_tag=new_tag(), headers=[("Warning", f'399 sbc "{_warning_text(reason)}"')])
+        self.stats.rejected[status] = self.stats.rejected.get(status, 0) + 1
+        metrics.SIP_REQUESTS_REJECTED.labels(str(status)).inc()
+        metrics.SIP_RESPONSES_SENT.labels(str(status)).inc()
+        self._stateless.append(Outgoing(resp.to_bytes(), _reply_address(resp, source)))
+
+    def _drop(self, source: Address, reason: str, detail: str) -> None:
+        self.stats.dropped += 1
+        metrics.SIP_MESSAGES_DROPPED.labels(source.transport, reason).inc()
+        log.debug("dropped message from %s:%s (%s: %s)", source.host, source.port, reason, detail)
+
+    # -- output -------------------------------------------------------------------------------
+
+    def respond(self, key: object, response: Response, now: float) -> None:
+        """Send ``response`` on server transaction ``key``."""
+        metrics.SIP_RESPONSES_SENT.labels(str(response.status)).inc()
+        self.transactions.send_response(key, response, now)
+
+    def pop_outgoing(self) -> list[Outgoing]:
+        """Everything to send now: transaction output and stateless responses."""
+        out = self.transactions.pop_outgoing()
+        if self._stateless:
+            out.extend(self._stateless)
+            self._stateless = []
+        return out
+
+    def next_timer(self) -> float | None:
+        """When :meth:`handle_timer` must next be called (monotonic seconds), or None."""
+        return self.transactions.next_timer()
+
+    def handle_timer(self, now: float) -> None:
+        """Run due timers."""
+        for event in self.transactions.handle_timer(now):
+            self._dispatch(event, now)
+
+
+def _reply_address(resp: Response, source: Address) -> Address:
+    if source.reliable:
+        return source
+    try:
+        host, port = response_destination(resp, source.port)
+    except SIPParseError:
+        host, port = source.host, source.port
+    return Address(source.transport, host, port, None)
+
+
+def _warning_text(reason: str) -> str:
+    return reason.replace("\\", "").replace('"', "'")[:120]
+
+
+def _salvage_headers(data: bytes) -> list[tuple[str, str]]:
+    """The echo headers of a request that failed to parse, read line by line (best effort)."""
+    head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+    out: list[tuple[str, str]] = []
+    compact = {"v": "Via", "f": "From", "t": "To", "i": "Call-ID"}
+    for line in head.split("\r\n")[1:]:
+        name, sep, value = line.partition(":")
+        if not sep or line[:1] in (" ", "\t"):
+            continue
+        name = name.strip()
+        name = compact.get(name.lower(), name)
+        for echo in _ECHO_HEADERS:
+            if name.lower() == echo.lower():
+                out.append((echo, value.strip()))
+    return out

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs on a fresh Debian machine, then runs all of it.
+# Idempotent: a second run skips what is already installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+python3 -m pip install -q --disable-pip-version-check -e ".[test]"
+python3 -m ruff check sbc routing loadtest tests rtp_relay_ext
+python3 -m pytest -q "$@"
