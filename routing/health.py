@@ -164,7 +164,8 @@ class HealthTable:
         snapshot). Gateways already tracked keep their state; new ones start up and are due at
         once; gateways no longer present, or whose carrier stopped probing, are forgotten (so they
         count as up). A non-finite or non-positive interval disables probing; a positive one is
-        raised to :data:`MIN_PROBE_INTERVAL_S`. A shortened interval takes effect from ``now``."""
+        raised to :data:`MIN_PROBE_INTERVAL_S`. A shortened interval takes effect from ``now``.
+        Raises ``ValueError`` for a non-finite ``now`` (nothing changed)."""
         _check_now(now)
         wanted: dict[GatewayKey, tuple[Carrier, Gateway, float]] = {}
         for carrier in carriers:
@@ -214,7 +215,8 @@ class HealthTable:
         This consumes the due entries: a second call at the same ``now`` returns ``[]``. The
         prober must report every probe it sends (a timeout is ``ok=False``). Scheduling from
         ``now`` rather than from the missed due time means a stalled loop sends one probe per
-        gateway on waking, not a burst of catch-up probes.
+        gateway on waking, not a burst of catch-up probes. Raises ``ValueError`` for a non-finite
+        ``now``.
         """
         _check_now(now)
         due = sorted((t for t in self._tracked.values() if t.next_due <= now), key=lambda t: t.next_due)

@@ -20,7 +20,7 @@ applies normally: it is how a prefix is blocked (the plan is empty and the call 
 
 Time windows are ``"HH:MM-HH:MM"`` in UTC, half-open ``[start, end)``, ``end`` may be ``24:00``;
 when ``end < start`` the window wraps midnight (``22:00-06:00``). ``start == end`` is rejected as
-ambiguous (empty or all day?).
+ambiguous (empty or all day?); all day is ``00:00-24:00``.
 
 Costs: building is O(total prefix digits) for the trie; :meth:`RouteTable.match` walks at most 15
 nodes (E.164 length) and examines the routes stored at those nodes: O(15 + routes on the path).
@@ -65,7 +65,7 @@ class TimeWindow:
         if not ((eh <= 23 and em <= 59) or (eh == 24 and em == 0)):
             raise ValueError(f"time window {text!r}: end is not a time of day (or 24:00)")
         start, end = sh * 60 + sm, eh * 60 + em
-        if start == end % MINUTES_PER_DAY:
+        if start == end:
             raise ValueError(f"time window {text!r}: start equals end, which is ambiguous")
         return cls(start, end)
 

@@ -21,9 +21,10 @@ from typing import Literal, Protocol
 
 from routing.model import Snapshot
 
-# Floating-point slack when comparing token counts: refilling 0.1 s at 10 cps must yield a whole
-# token even though 0.1 * 10 is 0.9999999999999999 in binary floating point.
-TOKEN_EPSILON = 1e-9
+# Slack, in seconds of refill, when deciding whether a whole token is there. Epoch floats near 2e9
+# resolve only ~2.4e-7 s, so "(T + 0.1) - T" is 0.0999999046: at 10 cps a call exactly 0.1 s after
+# the last must still find its token. A microsecond of slack is nothing for admission control.
+REFILL_SLACK_S = 1e-6
 
 LimitKind = Literal["carrier", "trunk", "customer"]
 
@@ -157,7 +158,7 @@ class RateLimiter:
             bucket = self._refilled(key, now)
             if bucket is None:
                 continue
-            if bucket.tokens + TOKEN_EPSILON < need[key]:
+            if bucket.tokens + self._rates[key] * REFILL_SLACK_S < need[key]:
                 return key
             buckets.append((bucket, 1))
         for bucket, n in buckets:

@@ -117,7 +117,7 @@ def normalize_e164(number: str, default_country_code: str = NANP_COUNTRY_CODE) -
     s = number.strip()
     if s[:4].lower() == "tel:":
         s = s[4:]
-    s = s.split(";", 1)[0]
+    s = s.split(";", 1)[0].strip()
     if s.startswith("+"):
         s = s.replace(TRUNK_PREFIX_IN_INTERNATIONAL, "")
     s = s.translate(_SEPARATOR_TABLE)

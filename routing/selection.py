@@ -1,7 +1,6 @@
 """Ordering of alternatives (carriers of a route, gateways of a carrier, targets of a trunk).
 
-The rule is the one DNS SRV (RFC 2782) and Kamailio's dispatcher use: **priority first, weight
-within a priority.**
+The rule is the one DNS SRV records use (RFC 2782): **priority first, weight within a priority.**
 
 * Items are grouped by ``priority``, lowest first; groups never mix.
 * Within a group, items with ``weight > 0`` are put in a weighted random order: each position is
@@ -9,7 +8,8 @@ within a priority.**
   the 75 first three times out of four, and over many calls traffic splits 75/25.
 * Items with ``weight == 0`` (negative weights count as 0) come after every weighted item of their
   own priority group, in input order: a standby used only when nothing else of that priority is
-  left. They still come before any item of a higher (worse) priority number, because priority
+  left (RFC 2782 gives weight-0 records "a very small chance"; we make it none, which is easier
+  to reason about when configuring a standby). They still come before any item of a higher (worse) priority number, because priority
   is the operator's explicit order and weight only shares load inside it.
 
 Randomness is an argument (a ``random.Random``) so tests and replays are deterministic.

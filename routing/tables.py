@@ -6,9 +6,10 @@ keep the tables they started with; new calls see the new ones. Nothing is update
 there is no locking and no half-applied change.
 
 Cost: building is linear in the snapshot (dict inserts per number, a trie walk per route prefix,
-one dict insert per CIDR). 100k numbers and 10k routes build in well under a second (measured
-with a scratch script; see the issue notes), so rebuilding whole on every change is cheaper and
-simpler than incremental maintenance.
+one dict insert per CIDR). 100k numbers, 10k routes, 1k trunks and 200 carriers build in about
+0.25 s on a development machine (CPython 3.11, measured with a scratch script, not a unit test),
+so rebuilding whole on every change is cheaper and simpler than incremental maintenance. Build
+off the hot path if the store changes many times a second.
 """
 
 from __future__ import annotations

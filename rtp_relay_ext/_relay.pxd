@@ -67,6 +67,7 @@ cdef extern from "relay_engine.h" nogil:
         int tos
         int64_t default_timeout_ns
         int64_t default_hold_timeout_ns
+        int64_t poll_interval_ns
 
     ctypedef struct rr_session_params:
         uint32_t clock_rate

@@ -54,6 +54,8 @@ typedef struct rr_config {
     int tos;                  /* IP_TOS / IPV6_TCLASS on relay sockets, -1 = leave */
     int64_t default_timeout_ns;       /* media timeout of an active call, 0 = none */
     int64_t default_hold_timeout_ns;  /* media timeout of a held call, 0 = none */
+    int64_t poll_interval_ns; /* after a wakeup that found packets, sleep this long and poll
+                                 instead of blocking: senders then never pay a wakeup (0 = off) */
 } rr_config;
 
 typedef struct rr_session_params {

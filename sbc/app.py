@@ -86,7 +86,9 @@ class SbcApp:
         """A stream lost framing: answer the request whose head we could read, then it closes."""
         assert self.core is not None and self.loop is not None
         data = err.head + b"\r\n\r\n"
-        self.core.receive(data, Address(source.transport, source.host, source.port, source.conn_id), self.loop.time())
+        self.core.receive(
+            data, Address(source.transport, source.host, source.port, source.conn_id), self.loop.time()
+        )
         self.flush()
 
     def flush(self) -> None:
@@ -116,9 +118,8 @@ class SbcApp:
             listener = self._udp_default
             if listener is not None:
                 listener.send(out.data, dest.host, dest.port)
-        elif dest.transport == "tcp" and self.tcp is not None:
-            if not self.tcp.send(out.data, dest):
-                asyncio.ensure_future(self._send_tcp_new(out))
+        elif dest.transport == "tcp" and self.tcp is not None and not self.tcp.send(out.data, dest):
+            asyncio.ensure_future(self._send_tcp_new(out))
 
     async def _send_tcp_new(self, out: Outgoing) -> None:
         assert self.tcp is not None

@@ -49,6 +49,7 @@ class CoreStats:
 
     received: int = 0
     dropped: int = 0
+    dropped_by: dict[str, int] = field(default_factory=dict)
     rejected: dict[int, int] = field(default_factory=dict)
 
 
@@ -116,8 +117,14 @@ class SipCore:
             if msg.status > 699:
                 raise SIPParseError(f"status code {msg.status} out of range")
             msg.validate()
+            sent_by = msg.vias()[0].host.strip("[]").lower()
         except SIPParseError as e:
             self._drop(source, "bad-response", e.reason)
+            return
+        if sent_by not in self.local_hosts:
+            # RFC 3261 §18.1.2: a response whose top Via is not one we inserted is discarded
+            # (this is also what keeps RFC 4475 §3.3.10's broadcast Via from going anywhere).
+            self._drop(source, "not-our-via", sent_by)
             return
         metrics.SIP_RESPONSES_RECEIVED.labels(str(msg.status)).inc()
         for event in self.transactions.receive(msg, source, now):
@@ -134,9 +141,7 @@ class SipCore:
                 self.respond(event.key, make_response(event.request, 500, to_tag=new_tag()), now)
         elif isinstance(event, (ResponseReceived, StrayResponse)) and self.on_response is not None:
             self.on_response(event, now)
-        elif isinstance(event, AckReceived) and self.on_event is not None:
-            self.on_event(event, now)
-        elif self.on_event is not None:
+        elif isinstance(event, AckReceived) and self.on_event is not None or self.on_event is not None:
             self.on_event(event, now)
 
     def _handle_request(self, req: Request, key: object, now: float) -> None:
@@ -230,14 +235,28 @@ class SipCore:
         if req.method == "ACK":
             self._drop(source, "bad-ack", reason)
             return
-        resp = make_response(req, status, to_tag=new_tag(), headers=[("Warning", f'399 sbc "{_warning_text(reason)}"')])
+        resp = make_response(
+            req, status, to_tag=new_tag(), headers=[("Warning", f'399 sbc "{_warning_text(reason)}"')]
+        )
         self.stats.rejected[status] = self.stats.rejected.get(status, 0) + 1
         metrics.SIP_REQUESTS_REJECTED.labels(str(status)).inc()
         metrics.SIP_RESPONSES_SENT.labels(str(status)).inc()
-        self._stateless.append(Outgoing(resp.to_bytes(), _reply_address(resp, source)))
+        self._stateless.append(Outgoing(resp.to_bytes(), self._reply_address(resp, source)))
+
+    def _reply_address(self, resp: Response, source: Address) -> Address:
+        """Where a stateless response goes: back where the request came from when the
+        transport is a stream or rport is forced, else by its Via (RFC 3261 §18.2.2)."""
+        if source.reliable or self.force_rport:
+            return source
+        try:
+            host, port = response_destination(resp, source.port)
+        except SIPParseError:
+            host, port = source.host, source.port
+        return Address(source.transport, host, port, None)
 
     def _drop(self, source: Address, reason: str, detail: str) -> None:
         self.stats.dropped += 1
+        self.stats.dropped_by[reason] = self.stats.dropped_by.get(reason, 0) + 1
         metrics.SIP_MESSAGES_DROPPED.labels(source.transport, reason).inc()
         log.debug("dropped message from %s:%s (%s: %s)", source.host, source.port, reason, detail)
 
@@ -264,16 +283,6 @@ class SipCore:
         """Run due timers."""
         for event in self.transactions.handle_timer(now):
             self._dispatch(event, now)
-
-
-def _reply_address(resp: Response, source: Address) -> Address:
-    if source.reliable:
-        return source
-    try:
-        host, port = response_destination(resp, source.port)
-    except SIPParseError:
-        host, port = source.host, source.port
-    return Address(source.transport, host, port, None)
 
 
 def _warning_text(reason: str) -> str:

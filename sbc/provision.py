@@ -31,6 +31,7 @@ import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
@@ -48,6 +49,8 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
 
 from routing.model import DEFAULT_FAILOVER_CODES
+from sbc.sip.errors import SIPParseError
+from sbc.sip.uri import SipURI, parse_uri
 from sbc.store.schema import (
     CREDENTIAL_MAX_LEN,
     HOST_MAX_LEN,
@@ -56,6 +59,7 @@ from sbc.store.schema import (
     PRIORITY_MAX,
     SQL_INT_MAX,
     TECH_PREFIX_MAX_LEN,
+    TRANSPORTS,
     URI_MAX_LEN,
     WEIGHT_MAX,
     CarrierRow,
@@ -113,17 +117,6 @@ _HOST_LABEL_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 # (HA1 = H(username ":" realm ":" password) would become ambiguous).
 _USERNAME_RE = re.compile(r"^[!#-9;-\[\]-~]+$")
 _PASSWORD_RE = re.compile(r"^[ -~]+$")
-# A simple SIP/SIPS URI check (RFC 3261 §19.1.1): scheme, optional userinfo, host, optional port,
-# optional ;parameters, no ?headers. Replace with sbc.sip.uri.parse_uri once that parser lands
-# (it did not exist when this was written).
-_SIP_URI_RE = re.compile(
-    r"^(?P<scheme>sips?):"
-    r"(?:[^@;?\s]+@)?"
-    r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)"
-    r"(?::(?P<port>[0-9]{1,5}))?"
-    r"(?P<params>(?:;[A-Za-z0-9\-_.!~*'()%]+(?:=[A-Za-z0-9\-_.!~*'()%\[\]/:&+$]+)?)*)$",
-    re.IGNORECASE,
-)
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -237,34 +230,29 @@ def _password(value: str) -> str:
 
 
 def _sip_uri(value: str) -> str:
-    problem = f"{value!r} is not a sip: or sips: URI"
+    """Validate a trunk target with the project's SIP URI parser (RFC 3261 §19.1).
+
+    Beyond syntax: only sip:/sips:, a port other than 0, transport (if given) udp/tcp/tls as the
+    SBC speaks them towards customers, no sips: over UDP, and no ``?headers`` (they would be copied
+    into every INVITE sent to the target).
+    """
     if len(value) > URI_MAX_LEN:
-        raise ValueError(f"{problem} of at most {URI_MAX_LEN} characters")
-    match = _SIP_URI_RE.match(value)
-    if not match:
-        raise ValueError(problem)
-    host = match.group("host")
-    if host.startswith("["):
-        try:
-            ipaddress.IPv6Address(host[1:-1])
-        except ValueError:
-            raise ValueError(f"{problem}: bad IPv6 reference {host}") from None
-    else:
-        try:
-            ipaddress.IPv4Address(host)
-        except ValueError:
-            if not _is_hostname(host):
-                raise ValueError(f"{problem}: bad host {host!r}") from None
-    port = match.group("port")
-    if port is not None and not PORT_MIN <= int(port) <= PORT_MAX:
-        raise ValueError(f"{problem}: port {port} outside {PORT_MIN}..{PORT_MAX}")
-    for param in match.group("params").split(";")[1:]:
-        key, _, val = param.partition("=")
-        if key.lower() == "transport":
-            if val.lower() not in ("udp", "tcp", "tls"):
-                raise ValueError(f"{problem}: transport {val!r} is not udp, tcp or tls")
-            if match.group("scheme").lower() == "sips" and val.lower() == "udp":
-                raise ValueError(f"{problem}: sips requires TLS, not transport=udp (RFC 3261 §26.2.2)")
+        raise ValueError(f"{value[:40]!r}... is longer than {URI_MAX_LEN} characters")
+    try:
+        uri = parse_uri(value, what="target")
+    except SIPParseError as exc:
+        raise ValueError(f"{value!r} is not a valid SIP URI ({exc.reason})") from None
+    if not isinstance(uri, SipURI):
+        raise ValueError(f"{value!r} is not a sip: or sips: URI")
+    if uri.port == 0:
+        raise ValueError(f"{value!r}: port 0 is not a port")
+    if uri.headers:
+        raise ValueError(f"{value!r}: URI headers ('?...') are not allowed in a target")
+    transport = uri.transport
+    if "transport" in uri.params and transport not in TRANSPORTS:
+        raise ValueError(f"{value!r}: transport {uri.params['transport']!r} is not udp, tcp or tls")
+    if uri.scheme == "sips" and transport == "udp":
+        raise ValueError(f"{value!r}: sips requires TLS, not transport=udp (RFC 3261 §26.2.2)")
     return value
 
 
@@ -524,7 +512,9 @@ def check_consistency(doc: ProvisionDoc) -> list[ProvisionIssue]:
         codes: dict[int, str] = {}
         for fi, code in enumerate(carrier.failover_codes):
             dup(codes, code, f"{base}.failover_codes[{fi}]", f"failover code {code}")
-    gatewayless = {c.name for c in doc.carriers if not c.gateways}
+    has_gateways: dict[str, bool] = {}
+    for carrier in doc.carriers:  # a duplicate name is reported above; judge by the first one
+        has_gateways.setdefault(carrier.name, bool(carrier.gateways))
 
     customers: dict[str, str] = {}
     trunks_of: dict[str, set[str]] = {}
@@ -582,7 +572,7 @@ def check_consistency(doc: ProvisionDoc) -> list[ProvisionIssue]:
             dup(used, rc.name, path, f"carrier {rc.name!r} in this route")
             if rc.name not in carriers:
                 issues.append(ProvisionIssue(path, f"unknown carrier {rc.name!r}"))
-            elif rc.name in gatewayless:
+            elif not has_gateways[rc.name]:
                 issues.append(ProvisionIssue(path, f"carrier {rc.name!r} has no gateways to route to"))
     return issues
 
@@ -944,9 +934,9 @@ def _apply_sync(session: Session, doc: ProvisionDoc) -> ProvisionReport:
     _delete_unlisted(session, doc, state, tally)
     return ProvisionReport(
         version=version if tally.changed else version - 1,
-        created=tally.created,
-        updated=tally.updated,
-        deleted=tally.deleted,
+        created=MappingProxyType(tally.created),
+        updated=MappingProxyType(tally.updated),
+        deleted=MappingProxyType(tally.deleted),
     )
 
 

@@ -52,16 +52,25 @@ class SbcProcess:
         return self.proc.returncode
 
 
-def start_sbc(tmp_path: Path, host: str = "127.0.0.1", extra_args: list[str] | None = None, env: dict | None = None) -> SbcProcess:
+def start_sbc(
+    tmp_path: Path, host: str = "127.0.0.1", extra_args: list[str] | None = None, env: dict | None = None
+) -> SbcProcess:
     """Start ``sbc run`` listening on UDP and TCP at ``host`` and wait until it answers OPTIONS."""
     port = free_port(host)
     log_path = tmp_path / "sbc.log"
     args = [
-        sys.executable, "-m", "sbc", "run",
-        "--sip-listen", f"udp:{host}:{port}",
-        "--sip-listen", f"tcp:{host}:{port}",
-        "--api-listen", "",
-        "--db", f"sqlite:///{tmp_path / 'sbc.db'}",
+        sys.executable,
+        "-m",
+        "sbc",
+        "run",
+        "--sip-listen",
+        f"udp:{host}:{port}",
+        "--sip-listen",
+        f"tcp:{host}:{port}",
+        "--api-listen",
+        "",
+        "--db",
+        f"sqlite:///{tmp_path / 'sbc.db'}",
         *(extra_args or []),
     ]
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
@@ -81,7 +90,9 @@ def start_sbc(tmp_path: Path, host: str = "127.0.0.1", extra_args: list[str] | N
     raise RuntimeError(f"sbc did not start:\n{sbc.log()}")
 
 
-def udp_exchange(host: str, port: int, data: bytes, timeout: float = 1.0, src: str = "127.0.0.1") -> list[bytes]:
+def udp_exchange(
+    host: str, port: int, data: bytes, timeout: float = 1.0, src: str = "127.0.0.1"
+) -> list[bytes]:
     """Send one datagram, collect every datagram that comes back within ``timeout``."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((src, 0))

@@ -15,7 +15,10 @@ def test_defaults_are_valid() -> None:
 
 def test_parse_listen_forms() -> None:
     assert parse_listen("udp:127.0.0.2:5070") == [ListenSpec("udp", "127.0.0.2", 5070)]
-    assert parse_listen("127.0.0.1") == [ListenSpec("udp", "127.0.0.1", 5060), ListenSpec("tcp", "127.0.0.1", 5060)]
+    assert parse_listen("127.0.0.1") == [
+        ListenSpec("udp", "127.0.0.1", 5060),
+        ListenSpec("tcp", "127.0.0.1", 5060),
+    ]
     assert parse_listen("tcp:[::1]:5080") == [ListenSpec("tcp", "::1", 5080)]
     for bad in ("udp:300.1.1.1:5060", "udp:127.0.0.1:99999", "tcp:[::1", "udp:127.0.0.1:abc"):
         with pytest.raises(ValueError):

@@ -21,15 +21,21 @@ def run_core(data: bytes, source: Address = SOURCE) -> tuple[SipCore, list[Respo
     return core, responses  # type: ignore[return-value]
 
 
-def check_against_manifest(case, responses: list[Response], dropped: int) -> None:
-    """Assert what the SBC did matches the manifest line for ``case``."""
+def check_against_manifest(case, responses: list[Response], dropped: dict[str, int] | None) -> None:
+    """Assert what the SBC did matches the manifest line for ``case``.
+
+    ``dropped`` is the core's drop count by reason (None when the test cannot see it).
+    """
     finals = [r for r in responses if r.status >= 200]
     if case.is_response:
         assert not responses, "responses are never answered"
-        if "dropped" in case.expectation:
-            assert dropped == 1, "a bad response is dropped and counted"
-        else:
-            assert dropped == 0, "a valid response is parsed, not counted as dropped"
+        if dropped is not None:
+            assert sum(dropped.values()) == 1, "a response to nothing we sent is dropped and counted"
+            malformed = dropped.get("bad-response", 0)
+            if case.parse == "invalid":
+                assert malformed == 1, f"{case.file} is malformed: {dropped}"
+            else:
+                assert malformed == 0, f"{case.file} is well-formed: {dropped}"
         return
     assert len(finals) == 1, f"exactly one final response, got {[r.status for r in responses]}"
     status = finals[0].status
@@ -49,7 +55,7 @@ def check_against_manifest(case, responses: list[Response], dropped: int) -> Non
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.file)
 def test_core_follows_manifest(case) -> None:
     core, responses = run_core(case.data)
-    check_against_manifest(case, responses, core.stats.dropped)
+    check_against_manifest(case, responses, core.stats.dropped_by)
 
 
 def _case(name: str):
@@ -79,15 +85,15 @@ def test_stateless_400_echoes_headers_and_tag() -> None:
 
 def test_options_to_the_sbc_gets_200_with_allow_and_accept() -> None:
     req = (
-        "OPTIONS sip:127.0.0.1:5060 SIP/2.0\r\n"
-        "Via: SIP/2.0/UDP 192.0.2.77:5062;branch=z9hG4bK-opt1;rport\r\n"
-        "From: <sip:probe@192.0.2.77>;tag=abc\r\n"
-        "To: <sip:127.0.0.1>\r\n"
-        "Call-ID: opt-1@192.0.2.77\r\n"
-        "CSeq: 1 OPTIONS\r\n"
-        "Max-Forwards: 70\r\n"
-        "Content-Length: 0\r\n\r\n"
-    ).encode()
+        b"OPTIONS sip:127.0.0.1:5060 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 192.0.2.77:5062;branch=z9hG4bK-opt1;rport\r\n"
+        b"From: <sip:probe@192.0.2.77>;tag=abc\r\n"
+        b"To: <sip:127.0.0.1>\r\n"
+        b"Call-ID: opt-1@192.0.2.77\r\n"
+        b"CSeq: 1 OPTIONS\r\n"
+        b"Max-Forwards: 70\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
     _, (resp,) = run_core(req)
     assert resp.status == 200
     assert "INVITE" in resp.get("Allow") and "application/sdp" in resp.get("Accept")
@@ -109,34 +115,39 @@ def test_retransmitted_request_is_absorbed_and_answer_resent() -> None:
 
 def test_garbage_is_dropped_and_counted() -> None:
     core, responses = run_core(b"\x00\x01 this is not SIP \xff\r\n\r\n")
-    assert responses == [] and core.stats.dropped == 1
+    assert responses == [] and core.stats.dropped_by == {"unparseable": 1}
+
+
+def test_bcast_response_is_dropped_as_not_ours() -> None:
+    core, responses = run_core(_case("bcast.dat").data)
+    assert responses == [] and core.stats.dropped_by == {"not-our-via": 1}
 
 
 def test_cancel_without_invite_is_481() -> None:
     req = (
-        "CANCEL sip:+14155550100@127.0.0.1 SIP/2.0\r\n"
-        "Via: SIP/2.0/UDP 192.0.2.77:5062;branch=z9hG4bK-c1\r\n"
-        "From: <sip:a@192.0.2.77>;tag=abc\r\n"
-        "To: <sip:+14155550100@127.0.0.1>\r\n"
-        "Call-ID: c-1@192.0.2.77\r\n"
-        "CSeq: 1 CANCEL\r\n"
-        "Max-Forwards: 70\r\n"
-        "Content-Length: 0\r\n\r\n"
-    ).encode()
+        b"CANCEL sip:+14155550100@127.0.0.1 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 192.0.2.77:5062;branch=z9hG4bK-c1\r\n"
+        b"From: <sip:a@192.0.2.77>;tag=abc\r\n"
+        b"To: <sip:+14155550100@127.0.0.1>\r\n"
+        b"Call-ID: c-1@192.0.2.77\r\n"
+        b"CSeq: 1 CANCEL\r\n"
+        b"Max-Forwards: 70\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
     _, (resp,) = run_core(req)
     assert resp.status == 481
 
 
 def test_bye_outside_dialog_is_481() -> None:
     req = (
-        "BYE sip:+14155550100@127.0.0.1 SIP/2.0\r\n"
-        "Via: SIP/2.0/UDP 192.0.2.77:5062;branch=z9hG4bK-b1\r\n"
-        "From: <sip:a@192.0.2.77>;tag=abc\r\n"
-        "To: <sip:+14155550100@127.0.0.1>;tag=xyz\r\n"
-        "Call-ID: b-1@192.0.2.77\r\n"
-        "CSeq: 2 BYE\r\n"
-        "Max-Forwards: 70\r\n"
-        "Content-Length: 0\r\n\r\n"
-    ).encode()
+        b"BYE sip:+14155550100@127.0.0.1 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 192.0.2.77:5062;branch=z9hG4bK-b1\r\n"
+        b"From: <sip:a@192.0.2.77>;tag=abc\r\n"
+        b"To: <sip:+14155550100@127.0.0.1>;tag=xyz\r\n"
+        b"Call-ID: b-1@192.0.2.77\r\n"
+        b"CSeq: 2 BYE\r\n"
+        b"Max-Forwards: 70\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
     _, (resp,) = run_core(req)
     assert resp.status == 481

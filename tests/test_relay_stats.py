@@ -16,14 +16,25 @@ SAMPLES = 160  # 8 kHz x 20 ms
 SSRC = 0x11223344
 
 
-def rtp(seq: int, ts: int, *, pt: int = 0, ssrc: int = SSRC, payload: bytes = b"\xd5" * SAMPLES,
-        marker: bool = False) -> bytes:
+def rtp(
+    seq: int,
+    ts: int,
+    *,
+    pt: int = 0,
+    ssrc: int = SSRC,
+    payload: bytes = b"\xd5" * SAMPLES,
+    marker: bool = False,
+) -> bytes:
     """Build an RTP v2 packet (RFC 3550 5.1) with no CSRCs or extension."""
-    return struct.pack("!BBHII", 0x80, (0x80 if marker else 0) | pt, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc) + payload
+    return (
+        struct.pack("!BBHII", 0x80, (0x80 if marker else 0) | pt, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc)
+        + payload
+    )
 
 
-def dtmf(seq: int, ts: int, event: int, duration: int, *, end: bool = False, volume: int = 10,
-         pt: int = 101) -> bytes:
+def dtmf(
+    seq: int, ts: int, event: int, duration: int, *, end: bool = False, volume: int = 10, pt: int = 101
+) -> bytes:
     """RFC 4733 telephone-event packet."""
     body = struct.pack("!BBH", event, (0x80 if end else 0) | volume, duration)
     return rtp(seq, ts, pt=pt, payload=body)

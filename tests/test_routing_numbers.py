@@ -30,6 +30,7 @@ from routing.numbers import (
         ("1-415-555-0100", "+14155550100"),
         ("  +14155550100  ", "+14155550100"),
         ("tel:+1-415-555-0100", "+14155550100"),
+        ("tel: +44 (0)20 7946 0000", "+442079460000"),
         ("TEL:+14155550100;phone-context=example.com", "+14155550100"),
         ("+14155550100;npdi;rn=+14155550000", "+14155550100"),
         ("011442079460000", "+442079460000"),
@@ -130,7 +131,14 @@ def test_normalize_idempotent_on_dial_strings(text: str, cc: str) -> None:
 def test_every_nanp_form_gives_the_same_number(national: str) -> None:
     expected = "+1" + national
     formatted = f"({national[:3]}) {national[3:6]}-{national[6:]}"
-    for form in (national, "1" + national, "+1" + national, formatted, f"tel:+1-{national}", "0111" + national):
+    for form in (
+        national,
+        "1" + national,
+        "+1" + national,
+        formatted,
+        f"tel:+1-{national}",
+        "0111" + national,
+    ):
         assert normalize_e164(form) == expected
 
 

@@ -49,7 +49,9 @@ def _snapshot() -> Snapshot:
         gateways=(Gateway("198.51.100.10"), Gateway("sbc.att.example.com")),
         inbound_cidrs=("198.51.100.0/24", "2001:db8:a::/48"),
     )
-    vz = Carrier("vz", gateways=(Gateway("2001:db8:b::5", transport="tcp"),), inbound_cidrs=("198.51.100.128/25",))
+    vz = Carrier(
+        "vz", gateways=(Gateway("2001:db8:b::5", transport="tcp"),), inbound_cidrs=("198.51.100.128/25",)
+    )
     wide = Carrier("wide", inbound_cidrs=("198.51.0.0/16", "bogus/8", "0.0.0.0/0"))
     pbx1 = Trunk(
         "pbx1",
@@ -199,7 +201,9 @@ def test_prefix_index_matches_brute_force(networks: list, probes: list[int]) -> 
         for version in (4, 6):
             same = [n for n in networks if n.version == version]
             addr = _near(same, p, version)
-            containing = [(n.prefixlen, i) for i, n in enumerate(networks) if n.version == version and addr in n]
+            containing = [
+                (n.prefixlen, i) for i, n in enumerate(networks) if n.version == version and addr in n
+            ]
             if not containing:
                 assert idx.longest(addr) is None
                 assert idx.matches(addr) == []

@@ -183,6 +183,39 @@ def test_copy_is_independent() -> None:
     assert "y" not in uri.headers
 
 
+def test_repeated_parses_return_independent_objects() -> None:
+    text = "sip:cache-test@example.com;lr?h=1"
+    first = sip(text)
+    first.params["mutated"] = "yes"
+    first.headers.clear()
+    first.host = "evil.example.com"
+    second = sip(text)
+    assert second == SipURI("sip", "cache-test", None, "example.com", None, {"lr": None}, {"h": "1"})
+    assert second is not sip(text)
+    tel = parse_uri("tel:+1;x=1")
+    assert isinstance(tel, TelURI)
+    tel.params.clear()
+    assert parse_uri("tel:+1;x=1") == TelURI("+1", {"x": "1"})
+    other = parse_uri("urn:x")
+    assert isinstance(other, AbsoluteURI)
+    other.value = "y"
+    assert parse_uri("urn:x") == AbsoluteURI("urn", "x")
+
+
+def test_parse_memo_is_bounded_and_errors_are_not_memoised() -> None:
+    from sbc.sip import uri as uri_module
+
+    for i in range(uri_module.PARSE_CACHE_MAX + 10):
+        assert sip(f"sip:u{i}@h{i}.example.com:{i % 65536}").user == f"u{i}"
+    assert len(uri_module._uri_cache) <= uri_module.PARSE_CACHE_MAX
+    assert len(uri_module._hostport_cache) <= uri_module.PARSE_CACHE_MAX
+    for _ in range(2):
+        with pytest.raises(SIPParseError, match="^To: IPv6"):
+            parse_uri("sip:2001:db8::1", what="To")
+    with pytest.raises(SIPParseError, match="^From: "):
+        parse_uri("sip:2001:db8::1", what="From")
+
+
 def test_str_escapes_reserved_characters_in_user_and_password() -> None:
     uri = SipURI("sip", "a b@c:d", "p@ss:w", "example.com")
     text = str(uri)
@@ -415,7 +448,9 @@ def test_different_uris(a: str, b: str) -> None:
 
 def test_tel_comparison() -> None:
     assert uri_equal(parse_uri("tel:+1-201-555-0123"), parse_uri("tel:+1(201)5550123"))
-    assert uri_equal(parse_uri("tel:7042;phone-context=EXAMPLE.com"), parse_uri("tel:7042;phone-context=example.com"))
+    assert uri_equal(
+        parse_uri("tel:7042;phone-context=EXAMPLE.com"), parse_uri("tel:7042;phone-context=example.com")
+    )
     assert not uri_equal(parse_uri("tel:+12015550123"), parse_uri("tel:+12015550124"))
     assert not uri_equal(parse_uri("tel:7042;phone-context=a"), parse_uri("tel:7042"))
 
@@ -553,13 +588,15 @@ _host = st.one_of(_domain, _ipv4, _ipv6)
 _port = st.one_of(st.none(), st.integers(min_value=0, max_value=65535))
 _param_name = _text.map(str.lower).filter(lambda s: s == s.lower())
 _params = st.dictionaries(_param_name, st.one_of(st.none(), _text), max_size=4)
-_headers = st.dictionaries(_text, st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=8), max_size=3)
+_headers = st.dictionaries(
+    _text, st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=8), max_size=3
+)
 
 
 @st.composite
 def sip_uris(draw: st.DrawFn) -> SipURI:
     user = draw(st.one_of(st.none(), _text))
-    password = draw(st.one_of(st.none(), st.text(max_size=8).filter(lambda s: "\ud800" > max(s, default=""))))
+    password = draw(st.one_of(st.none(), st.text(max_size=8).filter(lambda s: max(s, default="") < "\ud800")))
     return SipURI(
         draw(st.sampled_from(["sip", "sips"])),
         user,

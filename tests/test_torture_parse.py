@@ -97,7 +97,9 @@ def test_mpart01_parts_are_found() -> None:
 
 
 def test_multipart_sdp_is_found_inside_a_real_message() -> None:
-    sdp = b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+    sdp = (
+        b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+    )
     body = build_multipart([BodyPart([("Content-Type", "application/sdp")], sdp)], "b0undary")
     assert find_sdp("multipart/mixed; boundary=b0undary", body) == sdp
     assert SessionDescription.parse(find_sdp("multipart/mixed; boundary=b0undary", body)).media

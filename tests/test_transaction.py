@@ -101,7 +101,9 @@ def sent_times(fired: list[tuple[float, list[Event], list[Outgoing]]]) -> list[f
     return [round(t, 6) for t, _, out in fired for _ in out]
 
 
-def server_key(layer: TransactionLayer, req: Request, source: Address = UAC, now: float = 0.0) -> TransactionKey:
+def server_key(
+    layer: TransactionLayer, req: Request, source: Address = UAC, now: float = 0.0
+) -> TransactionKey:
     """Deliver ``req`` as a new request; return the server transaction key it created."""
     (event,) = layer.receive(req, source, now)
     assert isinstance(event, RequestReceived)

@@ -17,14 +17,27 @@ from .uri import SipURI, TelURI
 
 # Methods this SBC implements (advertised in Allow on 200 OK to OPTIONS, 405 and 501).
 ALLOWED_METHODS: tuple[str, ...] = (
-    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE", "PRACK", "REGISTER", "NOTIFY",
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "OPTIONS",
+    "INFO",
+    "UPDATE",
+    "PRACK",
+    "REGISTER",
+    "NOTIFY",
 )
 # Extensions we understand (Supported, and what Require may name without a 420).
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset({"100rel", "timer", "replaces", "norefersub", "path"})
 # Bodies the B2BUA can handle: SDP (possibly inside multipart), and SIP INFO DTMF payloads.
 ACCEPTED_CONTENT_TYPES: tuple[str, ...] = (
-    "application/sdp", "multipart/mixed", "multipart/alternative", "multipart/related",
-    "application/dtmf-relay", "application/dtmf",
+    "application/sdp",
+    "multipart/mixed",
+    "multipart/alternative",
+    "multipart/related",
+    "application/dtmf-relay",
+    "application/dtmf",
 )
 # What our responses carry: SDP. An Accept header that admits none of these gets 406.
 PRODUCED_CONTENT_TYPES: tuple[str, ...] = ("application/sdp",)
@@ -115,13 +128,20 @@ def check_request(
             encodings = request.values("Content-Encoding")
             if any(e.lower() not in policy.accepted_encodings for e in encodings):
                 return make_response(
-                    request, 415, to_tag=to_tag, headers=[("Accept-Encoding", ", ".join(policy.accepted_encodings))]
+                    request,
+                    415,
+                    to_tag=to_tag,
+                    headers=[("Accept-Encoding", ", ".join(policy.accepted_encodings))],
                 )
         accept = request.get("Accept")
-        if accept is not None and method in ("INVITE", "OPTIONS", "UPDATE") and not _media_range_matches(
-            ",".join(request.get_all("Accept")), policy.produced_types
+        if (
+            accept is not None
+            and method in ("INVITE", "OPTIONS", "UPDATE")
+            and not _media_range_matches(",".join(request.get_all("Accept")), policy.produced_types)
         ):
-            return make_response(request, 406, to_tag=to_tag, headers=[("Accept", ", ".join(policy.produced_types))])
+            return make_response(
+                request, 406, to_tag=to_tag, headers=[("Accept", ", ".join(policy.produced_types))]
+            )
     return None
 
 
@@ -168,10 +188,10 @@ def stamp_via(request: Request, source_host: str, source_port: int, *, force_rpo
         changed = False
         if force_rport and "rport" not in top.params:
             top.params["rport"] = None
-        if top.host.strip("[]").lower() != source_host.lower() or "rport" in top.params:
-            if top.params.get("received") != source_host:
-                top.params["received"] = source_host
-                changed = True
+        needs_received = top.host.strip("[]").lower() != source_host.lower() or "rport" in top.params
+        if needs_received and top.params.get("received") != source_host:
+            top.params["received"] = source_host
+            changed = True
         if "rport" in top.params and not top.params["rport"]:
             top.params["rport"] = str(source_port)
             changed = True
@@ -192,8 +212,5 @@ def response_destination(response: Response, default_port: int = 5060) -> tuple[
     top = parse_via(response.top_via)[0]
     host = top.params.get("received") or top.host
     rport = top.params.get("rport")
-    if rport:
-        port = int(rport)
-    else:
-        port = top.port or default_port
+    port = int(rport) if rport else top.port or default_port
     return host.strip("[]"), port

@@ -103,7 +103,9 @@ class StreamFramer:
             del buf[:total]
         return events
 
-    def _fail(self, events: list[StreamEvent], reason: str, status: int, head: bytes = b"") -> list[StreamEvent]:
+    def _fail(
+        self, events: list[StreamEvent], reason: str, status: int, head: bytes = b""
+    ) -> list[StreamEvent]:
         self.broken = True
         self._buf.clear()
         events.append(FramingError(reason, status, head))

@@ -168,6 +168,8 @@ _KNOWN_HEADERS = (
 
 _CANONICAL: dict[str, str] = {name.lower(): name for name in _KNOWN_HEADERS}
 _CANONICAL.update(COMPACT_FORMS)
+# Exact spelling -> canonical name. The message layer hands this dict to its C header splitter
+# (sbc.sip._speedups.split_head) as a first-level lookup, so keep its name and shape.
 _canonical_cache: dict[str, str] = {}
 
 _TOKEN_CHARS = r"A-Za-z0-9\-.!%*_+`'~"

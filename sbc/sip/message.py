@@ -32,6 +32,11 @@ from .headers import (
 )
 from .uri import SipURI, parse_uri
 
+try:  # the C splitter built from _speedups.pyx; the Python twin below is the fallback
+    from ._speedups import split_head as _split_head_c
+except ImportError:  # pragma: no cover - source checkout without a build
+    _split_head_c = None
+
 SIP_VERSION = "SIP/2.0"
 # RFC 3261 §20.22: Max-Forwards is 0-255 in practice (RFC 4475 §3.1.2.4 calls 300 invalid).
 MAX_FORWARDS_LIMIT = 255
@@ -54,7 +59,7 @@ _NAME_CACHE_GET = _canonical_cache.get
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 _STATUS_LINE_RE = re.compile(r"SIP/(\d+)\.(\d+) (\d{3})(?: (.*))?\Z", re.S)
 _VERSION_RE = re.compile(r"SIP/\d+\.\d+\Z")
-_UNFOLD_RE = re.compile(r"\r?\n[ \t]+")
+_UNFOLD_RE = re.compile(r"[ \t]*\r?\n[ \t]+")
 _TAG_RE = re.compile(r";\s*tag\s*=\s*([^;,\s>]+)", re.I)
 _BRANCH_RE = re.compile(r";\s*branch\s*=\s*([^;,\s]+)", re.I)
 
@@ -464,6 +469,31 @@ def _split_head(data: bytes) -> tuple[bytes, bytes]:
     raise SIPParseError("no empty line after the headers")
 
 
+def _split_head_py(data: bytes) -> tuple[str, list[tuple[str, str]], bytes, list[str]]:
+    """Pure-Python twin of ``_speedups.split_head`` (the reference, and the fallback)."""
+    head_b, body = _split_head(data)
+    head = head_b.decode("utf-8", "surrogateescape")
+    if "\n " in head or "\n\t" in head:
+        head = _UNFOLD_RE.sub(" ", head)
+    lines = head.split("\r\n") if "\r\n" in head else head.split("\n")
+    headers: list[tuple[str, str]] = []
+    append = headers.append
+    known = _NAME_CACHE_GET
+    lengths: list[str] = []
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise SIPParseError(f"header line without colon: {line[:40]!r}")
+        cname = known(name)
+        if cname is None:
+            cname = canonical_name(name.rstrip(" \t"))
+        value = value.strip(" \t")
+        if cname == "Content-Length":
+            lengths.append(value)
+        append((cname, value))
+    return lines[0], headers, body, lengths
+
+
 def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     """Parse one SIP message from ``data`` (a UDP datagram, or a message framed off a stream).
 
@@ -475,33 +505,17 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     """
     if data[:1] in b"\r\n":
         data = data.lstrip(b"\r\n")
-    idx = data.find(b"\r\n\r\n")
-    if idx >= 0:
-        head, body = data[:idx].decode("utf-8", "surrogateescape"), data[idx + 4 :]
+    split = None
+    if _split_head_c is not None:
+        try:
+            split = _split_head_c(data, _canonical_cache, canonical_name)
+        except ValueError:
+            raise SIPParseError("header line without colon") from None
+    if split is not None:
+        start, headers, offset, lengths = split
+        body = data[offset:]
     else:
-        head_b, body = _split_head(data)
-        head = head_b.decode("utf-8", "surrogateescape")
-    if "\n " in head or "\n\t" in head:
-        head = _UNFOLD_RE.sub(" ", head)
-    lines = head.split("\r\n") if "\r\n" in head else head.split("\n")
-    start = lines[0]
-    headers: list[tuple[str, str]] = []
-    append = headers.append
-    known = _NAME_CACHE_GET
-    length_value: str | None = None
-    n_lengths = 0
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep:
-            raise SIPParseError(f"header line without colon: {line[:40]!r}")
-        cname = known(name)
-        if cname is None:
-            cname = canonical_name(name.rstrip(" \t"))
-        value = value.strip(" \t")
-        if cname == "Content-Length":
-            length_value = value
-            n_lengths += 1
-        append((cname, value))
+        start, headers, body, lengths = _split_head_py(data)
 
     if start.startswith("SIP/"):
         m = _STATUS_LINE_RE.match(start)
@@ -527,15 +541,20 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
             raise SIPParseError(f"bad method {method[:20]!r}")
         msg = Request(method, uri, headers)
 
-    if n_lengths == 1:
-        length = int(length_value) if length_value.isdigit() else parse_uint(length_value, "Content-Length", CONTENT_LENGTH_LIMIT)  # type: ignore[union-attr]
+    if len(lengths) == 1:
+        length_value = lengths[0]
+        length = (
+            int(length_value)
+            if length_value.isdigit()
+            else parse_uint(length_value, "Content-Length", CONTENT_LENGTH_LIMIT)
+        )
         if length > CONTENT_LENGTH_LIMIT:
             raise SIPParseError(f"Content-Length {length} out of range")
         if length > len(body):
             raise SIPParseError(f"body has {len(body)} octets, Content-Length says {length}")
         if length < len(body):
             body = body[:length]
-    elif stream and not n_lengths:
+    elif stream and not lengths:
         raise SIPParseError("missing Content-Length on a stream transport")
     # Several Content-Length values parse (RFC 4475 §3.3.9 calls the message valid); the body is
     # then everything that arrived, and check_request answers 400.

@@ -421,7 +421,8 @@ class TransactionLayer:
         else:
             inp = _I.RESPONSE_FINAL
         events: list[Event] = []
-        if not self._apply(tx, inp, now, resp, source, events):
+        self._apply(tx, inp, now, resp, source, events)
+        if not events:  # matched but not passed up: a retransmission or a late response
             self.stats.responses_absorbed += 1
         return events
 
@@ -429,9 +430,7 @@ class TransactionLayer:
         method = req.method
         if method == "ACK":
             key = self._server_key(req, "INVITE")
-            tx = self._servers.get(key)
-            if tx is None and key[0] == "S2543":
-                tx = self._find_2543_invite_for_ack(req, key)
+            tx = self._find_2543_invite_for_ack(key) if key[0] == "S2543" else self._servers.get(key)
             if tx is None:
                 return [AckReceived(req, source)]
             events: list[Event] = []
@@ -454,13 +453,16 @@ class TransactionLayer:
             self._start_timer(tx, timer, now, events)
         return events
 
-    def _find_2543_invite_for_ack(self, ack: Request, key: TransactionKey) -> _Transaction | None:
-        # RFC 3261 §17.2.3: an RFC 2543 ACK matches when its To tag equals the tag of the response
-        # the server transaction sent, and the INVITE itself carried no To tag.
+    def _find_2543_invite_for_ack(self, key: TransactionKey) -> _Transaction | None:
+        # RFC 3261 §17.2.3: an RFC 2543 ACK matches the INVITE by the same fields except that its
+        # To tag equals the tag of the response the server transaction sent. The INVITE had the
+        # same To tag (a re-INVITE) or none (the tag was added by the response).
         to_tag = key[2]
         if to_tag is None:
             return None
-        tx = self._servers.get(key[:2] + (None,) + key[3:])
+        tx = self._servers.get(key)
+        if tx is None:
+            tx = self._servers.get(key[:2] + (None,) + key[3:])
         if tx is None or tx.response is None or tx.response.to_tag != to_tag:
             return None
         return tx

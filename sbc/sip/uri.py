@@ -30,6 +30,11 @@ _MAX_PORT_DIGITS = len(str(MAX_PORT))
 IPV4_OCTET_MAX = 255
 """Largest value of one dotted-quad component (RFC 3261 IPv4address, RFC 791)."""
 
+PARSE_CACHE_MAX = 4096
+"""Entries kept by each memo of successful parses (URI text, host:port text). The same peers and dialog
+URIs recur in every message, so a hit saves the whole parse; the memo is emptied when full, so a flood of
+distinct URIs costs at most this many entries (same order as Kamailio's default DNS cache size)."""
+
 # Escaping: the characters each part may carry unescaped (RFC 3261 §25.1). ``quote`` always keeps
 # ALPHA / DIGIT / "-" / "." / "_" / "~" safe, the rest of ``unreserved`` (``mark``) is listed here.
 _MARK = "!*'()"
@@ -110,7 +115,7 @@ def _parse_host(text: str, what: str) -> str:
         return text.lower()
     if ":" in text:
         raise _error(what, "IPv6 address not enclosed in brackets")
-    if _NUMERIC_HOST_RE.fullmatch(text) is not None:
+    if text[-1] in "0123456789." and _NUMERIC_HOST_RE.fullmatch(text) is not None:
         if _IPV4_RE.fullmatch(text) is None or any(int(o) > IPV4_OCTET_MAX for o in text.split(".")):
             raise _error(what, f"malformed IPv4 address {text!r}")
         return text
@@ -119,13 +124,28 @@ def _parse_host(text: str, what: str) -> str:
     return text.lower()
 
 
+_hostport_cache: dict[str, tuple[str, int | None]] = {}
+
+
 def parse_hostport(text: str, *, what: str = "host") -> tuple[str, int | None]:
     """Parse ``host [":" port]`` as used in SIP URIs and Via sent-by (RFC 3261 §25.1, RFC 5118).
 
     Returns ``(host, port)``: domain names lowercased, an IPv6 reference kept with its brackets, port
     ``None`` when absent. Raises SIPParseError (reason prefixed with ``what``) for an empty host, a bare
     IPv6 address (RFC 5118 §4.2), a malformed IPv4/IPv6 address or hostname, or a bad/out-of-range port.
+    Successful results are memoised (bounded by PARSE_CACHE_MAX); errors are always recomputed.
     """
+    cached = _hostport_cache.get(text)
+    if cached is not None:
+        return cached
+    result = _parse_hostport(text, what)
+    if len(_hostport_cache) >= PARSE_CACHE_MAX:
+        _hostport_cache.clear()
+    _hostport_cache[text] = result
+    return result
+
+
+def _parse_hostport(text: str, what: str) -> tuple[str, int | None]:
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
@@ -351,6 +371,17 @@ def _parse_tel(rest: str, what: str) -> TelURI:
     return TelURI(number, params)
 
 
+_uri_cache: dict[str, URI] = {}
+
+
+def _copy(uri: URI) -> URI:
+    if isinstance(uri, SipURI):
+        return uri.copy()
+    if isinstance(uri, TelURI):
+        return TelURI(uri.number, dict(uri.params))
+    return AbsoluteURI(uri.scheme, uri.value)
+
+
 def parse_uri(text: str, *, what: str = "URI") -> URI:
     """Parse one URI (no angle brackets, no surrounding whitespace).
 
@@ -362,7 +393,21 @@ def parse_uri(text: str, *, what: str = "URI") -> URI:
     or malformed scheme; an empty user part before '@'; a '%' not followed by two hex digits; an empty host;
     a bare IPv6 address (RFC 5118 §4.2) or malformed address in brackets (``[2001:db8:::1]`` is refused,
     which RFC 5118 §4.10 allows); a non-numeric or out-of-range port; an empty or duplicate parameter.
+
+    Every call returns a fresh object the caller may mutate: successful parses are memoised (bounded by
+    PARSE_CACHE_MAX) and a hit hands back a copy, because dialog URIs recur in every message.
     """
+    cached = _uri_cache.get(text)
+    if cached is not None:
+        return _copy(cached)
+    uri = _parse_uri(text, what)
+    if len(_uri_cache) >= PARSE_CACHE_MAX:
+        _uri_cache.clear()
+    _uri_cache[text] = _copy(uri)
+    return uri
+
+
+def _parse_uri(text: str, what: str) -> URI:
     _check_chars(text, what)
     colon = text.find(":")
     if colon <= 0 or _SCHEME_RE.fullmatch(text, 0, colon) is None:

@@ -71,6 +71,12 @@ TECH_PREFIX_MAX_LEN = 16
 TIME_WINDOW_LEN = 11
 #: SIP transports a gateway may use (RFC 3261 §18 plus TLS per §26.2); WebSocket is customer-side.
 TRANSPORTS: tuple[str, ...] = ("udp", "tcp", "tls")
+#: Column width of a transport name ("udp", "tcp", "tls"; room for "ws"/"wss"/"sctp" later).
+TRANSPORT_MAX_LEN = 8
+#: Column width of the CDR enumerations (direction, disposition, hangup_by): longest is "no_answer".
+CDR_ENUM_MAX_LEN = 16
+#: A SHA-256 digest in hex (API keys are stored only as this digest).
+SHA256_HEX_LEN = 64
 #: Priority and weight follow DNS SRV (RFC 2782), where both are 16-bit unsigned integers.
 PRIORITY_MAX = 65535
 WEIGHT_MAX = 65535
@@ -191,7 +197,7 @@ class GatewayRow(Base):
     position: Mapped[int] = mapped_column(Integer, nullable=False)
     host: Mapped[str] = mapped_column(String(HOST_MAX_LEN), nullable=False)
     port: Mapped[int] = mapped_column(Integer, nullable=False)
-    transport: Mapped[str] = mapped_column(String(8), nullable=False)
+    transport: Mapped[str] = mapped_column(String(TRANSPORT_MAX_LEN), nullable=False)
     priority: Mapped[int] = mapped_column(Integer, nullable=False)
     weight: Mapped[int] = mapped_column(Integer, nullable=False)
 
@@ -388,7 +394,7 @@ class CdrRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     call_id: Mapped[str] = mapped_column(String, nullable=False, index=True)
-    direction: Mapped[str] = mapped_column(String(16), nullable=False)
+    direction: Mapped[str] = mapped_column(String(CDR_ENUM_MAX_LEN), nullable=False)
     caller: Mapped[str] = mapped_column(String, nullable=False)
     callee: Mapped[str] = mapped_column(String, nullable=False)
     customer: Mapped[str | None] = mapped_column(String, index=True)
@@ -400,9 +406,9 @@ class CdrRow(Base):
     answer_time: Mapped[datetime | None] = mapped_column(UtcDateTime)
     end_time: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
     duration_s: Mapped[float] = mapped_column(Float, nullable=False)
-    disposition: Mapped[str] = mapped_column(String(16), nullable=False)
+    disposition: Mapped[str] = mapped_column(String(CDR_ENUM_MAX_LEN), nullable=False)
     sip_code: Mapped[int] = mapped_column(Integer, nullable=False)
-    hangup_by: Mapped[str | None] = mapped_column(String(16))
+    hangup_by: Mapped[str | None] = mapped_column(String(CDR_ENUM_MAX_LEN))
     media: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
 
 
@@ -419,7 +425,7 @@ class ApiKeyRow(Base):
         ForeignKey("customers.id", ondelete="CASCADE"), index=True
     )
     name: Mapped[str] = mapped_column(String(NAME_MAX_LEN), nullable=False)
-    key_sha256: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    key_sha256: Mapped[str] = mapped_column(String(SHA256_HEX_LEN), unique=True, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 

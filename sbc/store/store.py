@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, func, insert, select, update
@@ -104,6 +105,25 @@ def async_db_url(url: str | URL) -> URL:
     )
 
 
+def _check_sqlite_directory(url: URL) -> None:
+    """Refuse a SQLite file whose directory does not exist, with a message that says so.
+
+    SQLite would only say "unable to open database file" (and aiosqlite's worker thread then
+    outlives the failed connection); naming the directory tells the operator what to fix.
+    """
+    database = url.database
+    if (
+        url.get_backend_name() != "sqlite"
+        or not database
+        or database == ":memory:"
+        or database.startswith("file:")
+    ):
+        return
+    directory = Path(database).parent
+    if not directory.is_dir():
+        raise StoreError(f"directory {str(directory)!r} of the SQLite database does not exist")
+
+
 def _install_sqlite_hooks(engine: AsyncEngine) -> None:
     """Set per-connection pragmas and take over BEGIN from the sqlite3 driver."""
 
@@ -168,13 +188,16 @@ class Store:
     async def open(cls, url: str | URL = DEFAULT_DB_URL, *, create: bool = True, echo: bool = False) -> Store:
         """Connect to the database at ``url`` and return a ready store.
 
-        ``url`` may use a sync driver name (see :func:`async_db_url`). With ``create`` (the
+        ``url`` may use a sync driver name (see :func:`async_db_url`); a SQLite file's directory
+        must exist (the file is created). With ``create`` (the
         default) missing tables and the ``store_version`` row are created; existing tables are
         left alone (schema migrations are a later concern). Raises :class:`StoreError` for a bad
         URL and SQLAlchemy's errors when the database cannot be reached; the engine is disposed
         in that case.
         """
-        engine = create_async_engine(async_db_url(url), echo=echo)
+        parsed = async_db_url(url)
+        _check_sqlite_directory(parsed)
+        engine = create_async_engine(parsed, echo=echo)
         if engine.dialect.name == "sqlite":
             _install_sqlite_hooks(engine)
         try:

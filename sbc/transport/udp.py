@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from collections.abc import Callable
@@ -35,10 +36,8 @@ class UdpListener(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
         sock: socket.socket = transport.get_extra_info("socket")
         for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            try:
+            with contextlib.suppress(OSError):  # capped by the kernel, not fatal
                 sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER_BYTES)
-            except OSError:  # pragma: no cover - capped by the kernel, not fatal
-                pass
         self.local = sock.getsockname()[:2]
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:

@@ -1,0 +1,176 @@
+"""RTP load generator: N concurrent G.711 calls through rtp_relay_ext sessions.
+
+``python -m loadtest.rtp_load --streams N --seconds S`` starts a RelayEngine in
+this process, allocates N sessions, points them at the native generator's
+loopback sockets, sends 20 ms G.711 packets (172 bytes, 50 pps) both ways for S
+seconds and prints one JSON object: counts, loss, relayed pps, added latency
+percentiles (send stamp in the payload to receive) and the CPU of the relay's
+worker threads.  Only 127.0.0.1 is ever addressed; the run is bounded by S plus
+a short drain and stops by itself.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import time
+from dataclasses import dataclass
+
+from rtp_relay_ext import LEG_A, LEG_B, RelayEngine
+
+from ._gen import Generator
+
+HOST = "127.0.0.1"
+PTIME_NS = 20_000_000  # 20 ms packetisation, the G.711 default (RFC 3551)
+G711_PAYLOAD = 160  # 8000 Hz x 20 ms, one byte per sample -> 172-byte RTP packets
+# Generator pacing tick: packets due within a tick go out in one sendmmsg burst.
+# 0.5 ms keeps the burst at ~100 packets at 2000 calls and adds at most 0.5 ms of
+# schedule skew (not latency: the stamp is taken at send time).
+TICK_NS = 500_000
+# Time after the last send before counting: anything later than this is lost.
+DRAIN_NS = 500_000_000
+# Generator sockets per side; each receives ~1/K of the traffic, so K sockets of
+# GEN_RCVBUF absorb relay bursts without drops while costing few syscalls.
+SOCKETS_PER_SIDE = 4
+GEN_RCVBUF = 16 * 1024 * 1024
+# Ports per call: RTP+RTCP on each of two legs.
+PORTS_PER_CALL = 4
+# Spare relay ports beyond the need, so a port held by another process is skipped.
+PORT_SLACK = 256
+DEFAULT_PORT_MIN = 30000
+# Bounds that keep a run a load test of this machine, not an accident.
+MAX_CALLS = 8000
+MAX_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class ThreadCpu:
+    """CPU seconds (user + system) of a set of threads, read from /proc/self/task."""
+
+    user: float
+    system: float
+
+    @classmethod
+    def read(cls, tids: list[int]) -> ThreadCpu:
+        tick = os.sysconf("SC_CLK_TCK")
+        user = system = 0.0
+        for tid in tids:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                # fields after the parenthesised command name; utime and stime are 14 and 15
+                fields = f.read().rsplit(")", 1)[1].split()
+            user += int(fields[11]) / tick
+            system += int(fields[12]) / tick
+        return cls(user, system)
+
+
+@dataclass(frozen=True)
+class MachineCpu:
+    """Machine-wide CPU seconds from /proc/stat (includes softirq work done for loopback)."""
+
+    busy: float
+    softirq: float
+
+    @classmethod
+    def read(cls) -> MachineCpu:
+        tick = os.sysconf("SC_CLK_TCK")
+        with open("/proc/stat") as f:
+            parts = f.readline().split()[1:]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in parts[:8])
+        return cls((user + nice + system + irq + softirq + steal) / tick, softirq / tick)
+
+
+def raise_fd_limit(needed: int) -> int:
+    """Raise the soft RLIMIT_NOFILE towards the hard limit; returns the soft limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        target = hard if hard == resource.RLIM_INFINITY else min(hard, max(needed, soft))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
+def run(calls: int, seconds: float, *, workers: int = 1, port_min: int = DEFAULT_PORT_MIN) -> dict:
+    """Run one load test and return its result (the JSON object printed by main)."""
+    if not 1 <= calls <= MAX_CALLS:
+        raise ValueError(f"calls must be 1..{MAX_CALLS}")
+    if not 0 < seconds <= MAX_SECONDS:
+        raise ValueError(f"seconds must be in (0, {MAX_SECONDS}]")
+    fd_limit = raise_fd_limit(calls * PORTS_PER_CALL + 2 * SOCKETS_PER_SIDE + 64)
+    port_max = min(65535, port_min + calls * PORTS_PER_CALL + PORT_SLACK)
+    engine = RelayEngine(
+        HOST,
+        port_min,
+        port_max,
+        workers=workers,
+        max_sessions=calls,
+        quarantine=0,
+        media_timeout=0,
+        hold_timeout=0,
+    )
+    try:
+        gen = Generator(calls, SOCKETS_PER_SIDE, GEN_RCVBUF)
+        sessions = []
+        for call in range(calls):
+            sid = engine.allocate()
+            (a_rtp, _), (b_rtp, _) = engine.ports(sid)
+            a_port, b_port = gen.peer_ports(call)
+            engine.set_peer(sid, LEG_A, (HOST, a_port))
+            engine.set_peer(sid, LEG_B, (HOST, b_port))
+            gen.set_target(call, a_rtp, b_rtp)
+            sessions.append(sid)
+        tids = engine.worker_tids()
+        c0 = engine.counters()
+        t_cpu0 = ThreadCpu.read(tids)
+        m_cpu0 = MachineCpu.read()
+        wall0 = time.monotonic()
+        g = gen.run(seconds, PTIME_NS, G711_PAYLOAD, TICK_NS, DRAIN_NS)
+        wall = time.monotonic() - wall0
+        t_cpu1 = ThreadCpu.read(tids)
+        m_cpu1 = MachineCpu.read()
+        c1 = engine.counters()
+        drops = {"unknown_source": 0, "send_errors": 0, "no_destination": 0}
+        for sid in sessions:
+            info = engine.session_info(sid)
+            for direction in ("a_to_b", "b_to_a"):
+                for key in drops:
+                    drops[key] += info[direction][key]
+    finally:
+        engine.close()
+    relayed = c1["packets_out"] - c0["packets_out"]
+    send_s = g["send_seconds"] or seconds
+    relay_cpu = (t_cpu1.user - t_cpu0.user) + (t_cpu1.system - t_cpu0.system)
+    recv_calls = c1["recv_calls"] - c0["recv_calls"]
+    send_calls = c1["send_calls"] - c0["send_calls"]
+    wakeups = c1["wakeups"] - c0["wakeups"]
+    return {
+        "benchmark": "rtp_load",
+        "streams": calls,
+        "directions": 2 * calls,
+        "seconds": seconds,
+        "workers": workers,
+        "packets_sent": g["sent"],
+        "packets_received": g["received"],
+        "loss": (g["sent"] - g["received"]) / g["sent"] if g["sent"] else 0.0,
+        "streams_with_loss": g["streams_with_loss"],
+        "send_errors": g["send_errors"],
+        "relay_drops": drops,
+        "relayed_pps": round(relayed / send_s),
+        "latency_p50_ms": g["latency_p50_us"] / 1000,
+        "latency_p99_ms": g["latency_p99_us"] / 1000,
+        "latency_p999_ms": g["latency_p999_us"] / 1000,
+        "latency_max_ms": g["latency_max_us"] / 1000,
+        "relay_cpu_cores": round(relay_cpu / wall, 3),
+        "relay_cpu_user_s": round(t_cpu1.user - t_cpu0.user, 2),
+        "relay_cpu_system_s": round(t_cpu1.system - t_cpu0.system, 2),
+        "generator_cpu_cores": round((g["sender_cpu_s"] + g["receiver_cpu_s"]) / wall, 3),
+        "machine_busy_cores": round((m_cpu1.busy - m_cpu0.busy) / wall, 3),
+        "machine_softirq_cores": round((m_cpu1.softirq - m_cpu0.softirq) / wall, 3),
+        "relay_syscalls_per_packet": round((recv_calls + send_calls + wakeups) / relayed, 3)
+        if relayed
+        else None,
+        "relay_packets_per_wakeup": round(relayed / wakeups, 1) if wakeups else None,
+        "fd_limit": fd_limit,
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+    }

@@ -1,0 +1,24 @@
+"""``python -m loadtest.rtp_load --streams N --seconds S``: one run, one JSON line on stdout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from . import DEFAULT_PORT_MIN, run
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run one bounded load test on 127.0.0.1 and print its JSON result."""
+    parser = argparse.ArgumentParser(prog="python -m loadtest.rtp_load", description=__doc__)
+    parser.add_argument("--streams", type=int, required=True, help="concurrent calls (two directions each)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="sending time")
+    parser.add_argument("--workers", type=int, default=1, help="relay worker threads")
+    parser.add_argument("--port-min", type=int, default=DEFAULT_PORT_MIN, help="first relay port")
+    args = parser.parse_args(argv)
+    print(json.dumps(run(args.streams, args.seconds, workers=args.workers, port_min=args.port_min)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,130 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""C-speed header splitting for :func:`sbc.sip.message.parse_message`.
+
+The profile of the parse benchmark puts most of a parse in the per-line Python loop that
+splits ``name: value`` lines (about 5 µs of 11 µs for a 15-header INVITE). This module does
+exactly that loop over the raw bytes and nothing else; every rule about what the lines mean
+stays in ``message.py``, and the pure-Python loop there remains the fallback and the reference
+(the tests run both and compare).
+"""
+
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.string cimport memchr, memcpy
+
+
+cdef extern from "Python.h":
+    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
+    void* PyUnicode_DATA(object o)
+
+
+cdef extern from "<string.h>" nogil:
+    # GNU extension (glibc); _GNU_SOURCE is defined by Python.h.
+    void* memmem(const void* haystack, size_t haystacklen, const void* needle, size_t needlelen)
+
+
+cdef inline bint _ws(char c) noexcept nogil:
+    return c == 32 or c == 9
+
+
+cdef inline str _decode(const char* p, Py_ssize_t n, bint ascii):
+    # An all-ASCII head (nearly every SIP message) is copied straight into a compact str;
+    # anything else is decoded as UTF-8 with surrogateescape, like the Python path.
+    cdef object s
+    if ascii:
+        s = PyUnicode_New(n, 127)
+        if n:
+            memcpy(PyUnicode_DATA(s), p, n)
+        return s
+    return PyUnicode_DecodeUTF8(p, n, "surrogateescape")
+
+
+cdef bint _is_ascii(const char* p, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef unsigned char acc = 0
+    for i in range(n):
+        acc |= <unsigned char>p[i]
+    return acc < 128
+
+
+def split_head(bytes data, dict names, object canonical):
+    """Split a CRLF message into its start line, header pairs and body offset.
+
+    Returns ``(start_line, headers, body_offset, content_length_values)`` where ``headers`` is a
+    list of ``(canonical name, value)``, folded lines already joined with one space, names
+    mapped through ``names`` (exact spelling → canonical) or ``canonical(name)``; and
+    ``content_length_values`` the list of Content-Length values seen. Returns None when the
+    message has no CRLFCRLF (the caller's Python path handles bare-LF messages).
+    Raises ValueError("colon") for a header line without a colon.
+    """
+    cdef const char* base = data
+    cdef Py_ssize_t n = len(data)
+    cdef const char* end_hdr = <const char*>memmem(base, n, b"\r\n\r\n", 4)
+    if end_hdr == NULL:
+        return None
+    cdef Py_ssize_t head_len = end_hdr - base
+    cdef bint ascii = _is_ascii(base, head_len)
+    cdef const char* p = base
+    cdef const char* stop = end_hdr
+    cdef const char* eol = <const char*>memmem(p, stop - p, b"\r\n", 2)
+    if eol == NULL:
+        eol = stop
+    start_line = _decode(p, eol - p, ascii)
+    headers = []
+    lengths = []
+    cdef const char* colon
+    cdef const char* ns
+    cdef const char* ne
+    cdef const char* vs
+    cdef const char* ve
+    cdef str name
+    cdef str value
+    cdef object cname
+    cdef Py_ssize_t last
+    p = eol + 2 if eol < stop else stop
+    while p < stop:
+        eol = <const char*>memmem(p, stop - p, b"\r\n", 2)
+        if eol == NULL:
+            eol = stop
+        if _ws(p[0]):
+            # Folded continuation (RFC 3261 §7.3.1): joins the previous value with one space.
+            vs = p
+            ve = eol
+            while vs < ve and _ws(vs[0]):
+                vs += 1
+            while ve > vs and _ws((ve - 1)[0]):
+                ve -= 1
+            if not headers:
+                raise ValueError("colon")
+            last = len(headers) - 1  # wraparound is off: no negative indices
+            cname, value = headers[last]
+            if ve > vs:
+                # join(), not '+': Cython's in-place str concatenation may resize a string
+                # the headers list still holds.
+                value = " ".join((value, _decode(vs, ve - vs, ascii))) if value else _decode(vs, ve - vs, ascii)
+            headers[last] = (cname, value)
+            if cname == "Content-Length":
+                lengths[len(lengths) - 1] = value
+            p = eol + 2
+            continue
+        colon = <const char*>memchr(p, 58, eol - p)  # ':'
+        if colon == NULL:
+            raise ValueError("colon")
+        ne = colon
+        while ne > p and _ws((ne - 1)[0]):
+            ne -= 1
+        name = _decode(p, ne - p, ascii)
+        cname = names.get(name)
+        if cname is None:
+            cname = canonical(name)
+        vs = colon + 1
+        ve = eol
+        while vs < ve and _ws(vs[0]):
+            vs += 1
+        while ve > vs and _ws((ve - 1)[0]):
+            ve -= 1
+        value = _decode(vs, ve - vs, ascii)
+        headers.append((cname, value))
+        if cname == "Content-Length":
+            lengths.append(value)
+        p = eol + 2
+    return start_line, headers, head_len + 4, lengths

@@ -1,0 +1,421 @@
+"""The relay engine with real UDP sockets on 127.0.0.1 as the two peers."""
+
+from __future__ import annotations
+
+import itertools
+import select
+import socket
+import struct
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from rtp_relay_ext import (
+    LEG_A,
+    LEG_B,
+    DtmfEvent,
+    MediaTimeout,
+    PoolExhausted,
+    RelayEngine,
+    SessionNotFound,
+    now,
+)
+
+HOST = "127.0.0.1"
+RECV_TIMEOUT = 2.0  # generous for a loaded 2-core CI machine
+# Each test gets its own port block so quarantined ports of one test never meet another.
+PORT_BLOCK = 64
+_blocks = itertools.count(0)
+PORT_BASE = 41000
+
+
+def rtp(seq: int, ts: int = 0, *, pt: int = 0, ssrc: int = 7, payload: bytes = b"\xd5" * 160) -> bytes:
+    return struct.pack("!BBHII", 0x80, pt, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc) + payload
+
+
+class Peer:
+    """A UDP endpoint standing in for a phone or gateway."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((HOST, 0))
+        self.sock.settimeout(RECV_TIMEOUT)
+
+    @property
+    def addr(self) -> tuple[str, int]:
+        return self.sock.getsockname()
+
+    def send(self, data: bytes, port: int) -> None:
+        self.sock.sendto(data, (HOST, port))
+
+    def recv(self) -> tuple[bytes, tuple[str, int]]:
+        return self.sock.recvfrom(4096)
+
+    def nothing(self, wait: float = 0.3) -> bool:
+        """True if no datagram arrives within `wait` seconds."""
+        r, _, _ = select.select([self.sock], [], [], wait)
+        return not r
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def port_range() -> tuple[int, int]:
+    base = PORT_BASE + next(_blocks) * PORT_BLOCK
+    return base, base + PORT_BLOCK - 1
+
+
+@pytest.fixture
+def engine() -> Iterator[RelayEngine]:
+    lo, hi = port_range()
+    e = RelayEngine(HOST, lo, hi, quarantine=30.0, media_timeout=0, hold_timeout=0)
+    yield e
+    e.close()
+
+
+@pytest.fixture
+def peers() -> Iterator[tuple[Peer, Peer]]:
+    a, b = Peer(), Peer()
+    yield a, b
+    a.close()
+    b.close()
+
+
+def wait_for(cond, timeout: float = RECV_TIMEOUT) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return cond()
+
+
+def test_both_directions_relayed_from_relay_ports(engine: RelayEngine, peers: tuple[Peer, Peer]) -> None:
+    a, b = peers
+    sid = engine.allocate()
+    (a_rtp, _), (b_rtp, _) = engine.ports(sid)
+    engine.set_peer(sid, LEG_A, a.addr)
+    engine.set_peer(sid, LEG_B, b.addr)
+    for seq in range(20):
+        a.send(rtp(seq, seq * 160), a_rtp)
+        data, src = b.recv()
+        assert data == rtp(seq, seq * 160)
+        assert src == (HOST, b_rtp)  # B sees the relay's B port, never A's address
+        b.send(rtp(seq, seq * 160, ssrc=9), b_rtp)
+        data, src = a.recv()
+        assert data == rtp(seq, seq * 160, ssrc=9)
+        assert src == (HOST, a_rtp)
+    info = engine.stats(sid)
+    assert info["a_to_b"]["packets"] == 20
+    assert info["a_to_b"]["forwarded"] == 20
+    assert info["b_to_a"]["packets"] == 20
+    assert info["a_to_b"]["lost"] == 0
+    assert info["a_to_b"]["latched_rtp"] == a.addr
+    assert engine.counters()["packets_out"] == 40
+
+
+def test_ports_are_even_odd_pairs_in_range(engine: RelayEngine) -> None:
+    sid = engine.allocate()
+    for rtp_port, rtcp_port in engine.ports(sid):
+        assert rtp_port % 2 == 0
+        assert rtcp_port == rtp_port + 1
+        assert engine.port_min <= rtp_port < rtcp_port <= engine.port_max
+
+
+def test_latches_to_real_source_behind_nat(engine: RelayEngine, peers: tuple[Peer, Peer]) -> None:
+    a, b = peers
+    nat = Peer()  # A's packets really come from here (a NAT mapping), not the SDP address
+    try:
+        sid = engine.allocate()
+        (a_rtp, _), (b_rtp, _) = engine.ports(sid)
+        engine.set_peer(sid, LEG_A, a.addr)
+        engine.set_peer(sid, LEG_B, b.addr)
+        nat.send(rtp(1), a_rtp)
+        assert b.recv()[0] == rtp(1)
+        b.send(rtp(1, ssrc=9), b_rtp)
+        assert nat.recv()[0] == rtp(1, ssrc=9)  # returned to the learned address
+        assert a.nothing()
+        assert engine.stats(sid)["a_to_b"]["latched_rtp"] == nat.addr
+    finally:
+        nat.close()
+
+
+def test_unknown_source_after_latch_dropped_and_counted(
+    engine: RelayEngine, peers: tuple[Peer, Peer]
+) -> None:
+    a, b = peers
+    intruder = Peer()
+    try:
+        sid = engine.allocate()
+        (a_rtp, _), _ = engine.ports(sid)
+        engine.set_peer(sid, LEG_A, a.addr)
+        engine.set_peer(sid, LEG_B, b.addr)
+        a.send(rtp(1), a_rtp)
+        b.recv()
+        for seq in range(5):
+            intruder.send(rtp(100 + seq), a_rtp)
+        assert b.nothing()
+        assert wait_for(lambda: engine.stats(sid)["a_to_b"]["unknown_source"] == 5)
+        assert engine.stats(sid)["a_to_b"]["packets"] == 1
+    finally:
+        intruder.close()
+
+
+def test_strict_mode_accepts_only_signalled_address(engine: RelayEngine, peers: tuple[Peer, Peer]) -> None:
+    a, b = peers
+    other = Peer()
+    try:
+        sid = engine.allocate()
+        (a_rtp, _), _ = engine.ports(sid)
+        engine.set_peer(sid, LEG_A, a.addr, strict=True)
+        engine.set_peer(sid, LEG_B, b.addr)
+        other.send(rtp(1), a_rtp)  # would latch in symmetric mode
+        assert b.nothing()
+        a.send(rtp(2), a_rtp)
+        assert b.recv()[0] == rtp(2)
+        st = engine.stats(sid)["a_to_b"]
+        assert st["unknown_source"] == 1
+        assert st["strict"] is True
+    finally:
+        other.close()
+
+
+def test_no_destination_until_other_leg_known(engine: RelayEngine, peers: tuple[Peer, Peer]) -> None:
+    a, b = peers
+    sid = engine.allocate()
+    (a_rtp, _), (b_rtp, _) = engine.ports(sid)
+    engine.set_peer(sid, LEG_A, a.addr)
+    a.send(rtp(1), a_rtp)
+    assert wait_for(lambda: engine.stats(sid)["a_to_b"]["no_destination"] == 1)
+    engine.set_peer(sid, LEG_B, b.addr)
+    a.send(rtp(2), a_rtp)
+    assert b.recv()[0] == rtp(2)
+
+
+def test_reinvite_moves_peer(engine: RelayEngine, peers: tuple[Peer, Peer]) -> None:
+    a, b = peers
+    c = Peer()  # B re-INVITEs to a new media address
+    try:
+        sid = engine.allocate()
+        (a_rtp, _), (b_rtp, _) = engine.ports(sid)
+        engine.set_peer(sid, LEG_A, a.addr)
+        engine.set_peer(sid, LEG_B, b.addr)
+        b.send(rtp(1), b_rtp)
+        a.recv()
+        a.send(rtp(1), a_rtp)
+        assert b.recv()[0] == rtp(1)
+
+        engine.set_peer(sid, LEG_B, c.addr)
+        a.send(rtp(2), a_rtp)  # before C sends anything: goes to the new signalled address
+        assert c.recv()[0] == rtp(2)
+        assert b.nothing()
+        c.send(rtp(50, ssrc=3), b_rtp)
+        assert a.recv()[0] == rtp(50, ssrc=3)
+        b.send(rtp(2), b_rtp)  # the old address is no longer the latched source
+        assert a.nothing()
+        st = engine.stats(sid)["b_to_a"]
+        assert st["latched_rtp"] == c.addr
+        assert st["unknown_source"] == 1
+    finally:
+        c.close()
+
+
+def test_rtcp_relayed_between_rtcp_ports(engine: RelayEngine) -> None:
+    a_rtp_sock, b_rtp_sock = Peer(), Peer()
+    # RTCP peers on explicit addresses (SDP a=rtcp)
+    a_rtcp_sock, b_rtcp_sock = Peer(), Peer()
+    try:
+        sid = engine.allocate()
+        (_, a_rtcp), (_, b_rtcp) = engine.ports(sid)
+        engine.set_peer(sid, LEG_A, a_rtp_sock.addr, a_rtcp_sock.addr)
+        engine.set_peer(sid, LEG_B, b_rtp_sock.addr, b_rtcp_sock.addr)
+        sr = struct.pack("!BBHI", 0x80, 200, 6, 7) + b"\x00" * 20
+        a_rtcp_sock.send(sr, a_rtcp)
+        data, src = b_rtcp_sock.recv()
+        assert data == sr
+        assert src == (HOST, b_rtcp)
+        assert engine.stats(sid)["a_to_b"]["rtcp_packets"] == 1
+        assert engine.stats(sid)["a_to_b"]["signalled_rtcp"] == a_rtcp_sock.addr
+    finally:
+        for p in (a_rtp_sock, b_rtp_sock, a_rtcp_sock, b_rtcp_sock):
+            p.close()
+
+
+def test_rtcp_mux_on_one_side(engine: RelayEngine, peers: tuple[Peer, Peer]) -> None:
+    a, b = peers  # A multiplexes (RFC 5761), B uses separate RTCP on port + 1
+    b_rtcp = Peer()
+    try:
+        sid = engine.allocate()
+        (a_rtp, _), (b_rtp_port, b_rtcp_port) = engine.ports(sid)
+        engine.set_peer(sid, LEG_A, a.addr, rtcp_mux=True)
+        engine.set_peer(sid, LEG_B, b.addr, b_rtcp.addr)
+        sr = struct.pack("!BBHI", 0x80, 200, 6, 7) + b"\x00" * 20
+        a.send(sr, a_rtp)  # RTCP on A's RTP port
+        data, src = b_rtcp.recv()
+        assert (data, src) == (sr, (HOST, b_rtcp_port))
+        rr = struct.pack("!BBHI", 0x80, 201, 1, 9)
+        b_rtcp.send(rr, b_rtcp_port)  # B's RTCP comes back muxed on A's RTP flow
+        data, src = a.recv()
+        assert (data, src) == (rr, (HOST, a_rtp))
+        a.send(rtp(1), a_rtp)
+        assert b.recv()[0] == rtp(1)
+        st = engine.stats(sid)["a_to_b"]
+        assert st["rtcp_packets"] == 1
+        assert st["packets"] == 1
+    finally:
+        b_rtcp.close()
+
+
+def test_loss_counted_on_live_stream(engine: RelayEngine, peers: tuple[Peer, Peer]) -> None:
+    a, b = peers
+    sid = engine.allocate()
+    (a_rtp, _), _ = engine.ports(sid)
+    engine.set_peer(sid, LEG_A, a.addr)
+    engine.set_peer(sid, LEG_B, b.addr)
+    sent = [s for s in range(50) if s not in (10, 11, 30)]
+    for s in sent:
+        a.send(rtp(s, s * 160), a_rtp)
+        b.recv()
+    st = engine.stats(sid)["a_to_b"]
+    assert st["lost"] == 3
+    assert st["expected"] == 50
+    assert 1.0 < st["mos"] < 4.4
+
+
+def test_dtmf_reported_once_as_event(engine: RelayEngine, peers: tuple[Peer, Peer]) -> None:
+    a, b = peers
+    sid = engine.allocate(dtmf_pt=101)
+    (a_rtp, _), _ = engine.ports(sid)
+    engine.set_peer(sid, LEG_A, a.addr)
+    engine.set_peer(sid, LEG_B, b.addr)
+    for seq, (dur, end) in enumerate(((160, False), (320, False), (480, True), (480, True), (480, True))):
+        body = struct.pack("!BBH", 9, (0x80 if end else 0) | 12, dur)
+        a.send(rtp(seq, 16000, pt=101, payload=body), a_rtp)
+        b.recv()  # passed through to the other side
+    r, _, _ = select.select([engine.events_fd], [], [], RECV_TIMEOUT)
+    assert r, "eventfd did not become readable"
+    events = engine.poll_events()
+    assert events == [
+        DtmfEvent(
+            session_id=sid,
+            leg=LEG_A,
+            digit="9",
+            event=9,
+            duration_ms=60.0,
+            volume=12,
+            end_seen=True,
+            at=events[0].at,
+        )
+    ]
+    assert engine.poll_events() == []
+
+
+def test_media_timeout_reported_once() -> None:
+    lo, hi = port_range()
+    with RelayEngine(HOST, lo, hi, media_timeout=0.3, hold_timeout=0) as e:
+        quiet = e.allocate()
+        held = e.allocate(hold_timeout=30.0)
+        e.set_hold(held, True)
+        deadline = time.monotonic() + 3.0
+        got: list = []
+        while time.monotonic() < deadline and not got:
+            select.select([e.events_fd], [], [], 0.2)
+            got += e.poll_events()
+        assert len(got) == 1
+        ev = got[0]
+        assert isinstance(ev, MediaTimeout)
+        assert ev.session_id == quiet
+        assert ev.idle >= 0.3
+        assert not ev.held
+        time.sleep(0.3)
+        assert e.poll_events() == []  # once, not every scan
+
+
+def test_held_session_uses_hold_timeout() -> None:
+    lo, hi = port_range()
+    with RelayEngine(HOST, lo, hi, media_timeout=30.0, hold_timeout=0.2) as e:
+        sid = e.allocate()
+        time.sleep(0.4)
+        assert e.poll_events() == []
+        e.set_hold(sid, True)
+        assert wait_for(lambda: any(isinstance(x, MediaTimeout) and x.held for x in e.poll_events()))
+
+
+def test_sessions_idle_since(engine: RelayEngine, peers: tuple[Peer, Peer]) -> None:
+    a, b = peers
+    idle = engine.allocate()
+    busy = engine.allocate()
+    (a_rtp, _), _ = engine.ports(busy)
+    engine.set_peer(busy, LEG_A, a.addr)
+    engine.set_peer(busy, LEG_B, b.addr)
+    time.sleep(0.05)
+    mark = now()
+    a.send(rtp(1), a_rtp)
+    b.recv()
+    assert engine.sessions_idle_since(mark) == [idle]
+    assert abs(now() - time.monotonic()) < 0.01  # same clock as time.monotonic()
+
+
+def test_freed_ports_quarantined() -> None:
+    lo = PORT_BASE + next(_blocks) * PORT_BLOCK
+    hi = lo + 11  # exactly 6 port pairs: 3 sessions
+    with RelayEngine(HOST, lo, hi, quarantine=0.5) as e:
+        s1 = e.allocate()
+        first_ports = set(e.ports(s1))
+        e.free(s1)
+        s2 = e.allocate()
+        assert set(e.ports(s2)).isdisjoint(first_ports)  # fresh pairs preferred
+        s3 = e.allocate()
+        e.free(s2)
+        with pytest.raises(PoolExhausted):
+            e.allocate()  # s1's and s2's pairs are still in quarantine
+        time.sleep(0.6)
+        s4 = e.allocate()
+        assert set(e.ports(s4)) == first_ports  # oldest released first
+        assert e.counters()["sessions"] == 2
+        e.free(s3)
+        e.free(s4)
+
+
+def test_freed_session_id_is_dead(engine: RelayEngine) -> None:
+    sid = engine.allocate()
+    final = engine.free(sid)
+    assert final["a_to_b"]["packets"] == 0
+    with pytest.raises(SessionNotFound):
+        engine.stats(sid)
+    with pytest.raises(SessionNotFound):
+        engine.free(sid)
+    again = engine.allocate()  # may reuse the slot, never the id
+    assert again != sid
+    with pytest.raises(SessionNotFound):
+        engine.set_peer(sid, LEG_A, ("127.0.0.1", 4000))
+
+
+def test_bad_arguments_rejected(engine: RelayEngine) -> None:
+    sid = engine.allocate()
+    with pytest.raises(ValueError):
+        engine.set_peer(sid, 2, (HOST, 4000))
+    with pytest.raises(ValueError):
+        engine.set_peer(sid, LEG_A, ("not-an-ip", 4000))
+    with pytest.raises(ValueError):
+        engine.set_peer(sid, LEG_A, (HOST, 0))
+    with pytest.raises(ValueError):
+        RelayEngine(HOST, 5000, 5002)  # fewer than two port pairs
+
+
+def test_two_workers_share_sessions(peers: tuple[Peer, Peer]) -> None:
+    a, b = peers
+    lo, hi = port_range()
+    with RelayEngine(HOST, lo, hi, workers=2, quarantine=0) as e:
+        assert len([t for t in e.worker_tids() if t]) == 2
+        sids = [e.allocate() for _ in range(4)]
+        for n, sid in enumerate(sids):
+            (a_rtp, _), _ = e.ports(sid)
+            e.set_peer(sid, LEG_A, a.addr)
+            e.set_peer(sid, LEG_B, b.addr)
+            a.send(rtp(n), a_rtp)
+            assert b.recv()[0] == rtp(n)
+        for sid in sids:
+            e.free(sid)
+        assert e.counters()["sessions"] == 0
