@@ -68,6 +68,7 @@ cdef extern from "relay_engine.h" nogil:
         int64_t default_timeout_ns
         int64_t default_hold_timeout_ns
         int64_t poll_interval_ns
+        int rt_priority
 
     ctypedef struct rr_session_params:
         uint32_t clock_rate
@@ -112,6 +113,7 @@ cdef extern from "relay_engine.h" nogil:
         uint64_t wakeups, recv_calls, send_calls, packets_in, packets_out
         uint64_t events_dropped
         uint32_t sessions, ports_free, ports_total
+        uint32_t realtime_workers
 
     ctypedef struct rr_engine:
         pass

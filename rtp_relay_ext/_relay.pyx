@@ -42,6 +42,8 @@ DEFAULT_HOLD_TIMEOUT = 3600.0
 # added latency; 200 us is a tenth of the 2 ms p99 budget and one G.711 packet
 # interval holds 100 such naps, so batches stay small and fair.
 DEFAULT_POLL_INTERVAL = 0.0002
+# Linux SCHED_FIFO priorities run 1..99.
+MAX_RT_PRIORITY = 99
 # DSCP EF (46) shifted into the TOS byte: RFC 4594 telephony class.
 DEFAULT_TOS = 0xB8
 # Payload clock of G.711 (RFC 3551 4.5.14) and the usual dynamic telephone-event type.
@@ -196,12 +198,15 @@ cdef class RelayEngine:
         media_timeout: float = DEFAULT_MEDIA_TIMEOUT,
         hold_timeout: float = DEFAULT_HOLD_TIMEOUT,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
+        rt_priority: int = 0,
         start: bool = True,
     ) -> None:
         """Create the engine and (by default) start its worker threads.
 
         ``poll_interval`` (seconds, 0 = always block in epoll_wait) trades at most
         that much added latency for not paying a thread wakeup per packet under load.
+        ``rt_priority`` > 0 runs the workers SCHED_FIFO at that priority when the
+        process may (CAP_SYS_NICE); ``counters()['realtime_workers']`` tells.
         Raises ValueError for a bad address, range (fewer than two port pairs) or
         worker count, RelayError if the kernel refuses epoll/eventfd/threads.
         """
@@ -222,6 +227,9 @@ cdef class RelayEngine:
         cfg.default_timeout_ns = _ns(media_timeout)
         cfg.default_hold_timeout_ns = _ns(hold_timeout)
         cfg.poll_interval_ns = _ns(poll_interval)
+        if not 0 <= rt_priority <= MAX_RT_PRIORITY:
+            raise ValueError(f"rt_priority must be 0..{MAX_RT_PRIORITY}")
+        cfg.rt_priority = rt_priority
         self._e = rr_engine_new(&cfg, &err)
         if self._e == NULL:
             if err == RR_ERR_ARG:
@@ -482,6 +490,7 @@ cdef class RelayEngine:
             "sessions": c.sessions,
             "ports_free": c.ports_free,
             "ports_total": c.ports_total,
+            "realtime_workers": c.realtime_workers,
         }
 
     def worker_tids(self) -> list[int]:

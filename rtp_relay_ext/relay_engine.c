@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <netinet/ip.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,9 @@
 #define RR_WAKE_TOKEN UINT64_MAX
 /* Timer slack of a polling worker: the default 50 us would stretch a 200 us nap by a quarter. */
 #define RR_TIMER_SLACK_NS 1000
+/* How long start() waits for each new worker to report its thread id: 1 s in 100 us steps. */
+#define RR_START_WAIT_STEPS 10000
+#define RR_START_WAIT_STEP_NS 100000
 /* Upper bound of worker threads: one per core is the useful maximum. */
 #define RR_MAX_WORKERS 64
 
@@ -52,6 +56,7 @@ typedef struct rr_worker {
     int started;
     atomic_int stop;
     atomic_int tid;
+    atomic_int realtime;
     pthread_mutex_t lock;
     uint32_t *active;          /* slots owned by this worker, for timeout scans */
     uint32_t nactive;
@@ -387,6 +392,13 @@ static void *worker_main(void *arg)
      * (packets then wait at most poll_ns); when a poll finds nothing it blocks. */
     if (poll_ns > 0)
         prctl(PR_SET_TIMERSLACK, RR_TIMER_SLACK_NS);
+    if (w->engine->cfg.rt_priority > 0) {
+        /* Media before everything else on the box (needs CAP_SYS_NICE); the naps
+         * keep a FIFO worker from monopolising its core, and the kernel's RT
+         * throttling (sched_rt_runtime_us) caps it anyway. */
+        struct sched_param sp = {.sched_priority = w->engine->cfg.rt_priority};
+        atomic_store(&w->realtime, pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0);
+    }
     while (!atomic_load(&w->stop)) {
         int timeout_ms;
         if (busy) {
@@ -526,6 +538,13 @@ int rr_engine_start(rr_engine *e)
             return RR_ERR_SOCKET;
         }
         w->started = 1;
+    }
+    /* Publish the thread ids before returning, so CPU accounting can find them. */
+    for (int i = 0; i < e->nworkers; i++) {
+        for (int spin = 0; spin < RR_START_WAIT_STEPS && !atomic_load(&e->workers[i].tid); spin++) {
+            struct timespec step = {.tv_sec = 0, .tv_nsec = RR_START_WAIT_STEP_NS};
+            nanosleep(&step, NULL);
+        }
     }
     e->running = 1;
     return RR_OK;
@@ -952,6 +971,7 @@ void rr_engine_counters_get(rr_engine *e, rr_engine_counters *o)
         o->send_calls += w->send_calls;
         o->packets_in += w->packets_in;
         o->packets_out += w->packets_out;
+        o->realtime_workers += (uint32_t)atomic_load(&w->realtime);
         pthread_mutex_unlock(&w->lock);
     }
     pthread_mutex_lock(&e->ev_lock);

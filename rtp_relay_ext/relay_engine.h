@@ -56,6 +56,7 @@ typedef struct rr_config {
     int64_t default_hold_timeout_ns;  /* media timeout of a held call, 0 = none */
     int64_t poll_interval_ns; /* after a wakeup that found packets, sleep this long and poll
                                  instead of blocking: senders then never pay a wakeup (0 = off) */
+    int rt_priority;          /* SCHED_FIFO priority of the workers, 0 = normal scheduling */
 } rr_config;
 
 typedef struct rr_session_params {
@@ -148,6 +149,7 @@ typedef struct rr_engine_counters {
     uint64_t wakeups, recv_calls, send_calls, packets_in, packets_out;
     uint64_t events_dropped;
     uint32_t sessions, ports_free, ports_total;
+    uint32_t realtime_workers; /* workers that obtained SCHED_FIFO */
 } rr_engine_counters;
 
 typedef struct rr_engine rr_engine;

@@ -8,12 +8,17 @@ timer is scheduled with ``call_at``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
+import time
 
+from .b2bua.engine import B2BUA, B2BUAConfig
 from .config import Settings
 from .core import SipCore
+from .store.cdr import CdrRecord
+from .store.store import Store
 from .sip.events import Address, Outgoing
 from .sip.framing import FramingError
 from .sip.timers import TimerConfig
@@ -36,6 +41,11 @@ class SbcApp:
         self._timer_at: float | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopped = asyncio.Event()
+        self.store: Store | None = None
+        self.b2bua: B2BUA | None = None
+        self._cdr_queue: asyncio.Queue[CdrRecord] = asyncio.Queue()
+        self._tasks: list[asyncio.Task] = []
+        self._version = -1
 
     def local_hosts(self) -> set[str]:
         hosts = {"localhost", socket.gethostname().lower()}
@@ -72,7 +82,71 @@ class SbcApp:
                 await self.tcp.listen(spec)
             else:
                 raise OSError(f"transport {spec.transport} is not supported yet")
+        self.store = await Store.open(s.db)
+        self.b2bua = B2BUA(
+            self.core,
+            local_address=self.local_address,
+            cdr_sink=self._cdr_queue.put_nowait,
+            config=B2BUAConfig(
+                no_response_timeout_s=s.no_response_timeout,
+                ring_timeout_s=s.ring_timeout,
+                max_call_duration_s=s.max_call_duration,
+                limit_reject_code=s.limit_reject_code,
+            ),
+            wall_offset=time.time() - self.loop.time(),
+            user_agent=s.user_agent,
+        )
+        await self.reload(force=True)
+        self._tasks = [
+            asyncio.create_task(self._write_cdrs()),
+            asyncio.create_task(self._watch_store()),
+        ]
         log.info("sbc listening on %s", ", ".join(str(x) for x in s.listeners))
+
+    def local_address(self, transport: str) -> tuple[str, int]:
+        """The address the SBC puts in Via/Contact for ``transport`` (its first listener)."""
+        if transport == "udp" and self._udp_default is not None:
+            host, port = self._udp_default.local
+        elif self.tcp is not None and self.tcp.locals:
+            host, port = self.tcp.locals[0]
+        else:
+            host, port = next(iter(self.udp)) if self.udp else ("127.0.0.1", 5060)
+        if host in ("0.0.0.0", "::"):
+            host = self.settings.advertised_host or "127.0.0.1"
+        return host, port
+
+    async def reload(self, force: bool = False) -> bool:
+        """Load the store's provisioning into the B2BUA when its version changed."""
+        assert self.store is not None and self.b2bua is not None
+        version = await self.store.version()
+        if version == self._version and not force:
+            return False
+        snapshot = await self.store.load_snapshot()
+        self.b2bua.load(snapshot)
+        self._version = snapshot.version
+        log.info("provisioning version %d loaded", snapshot.version)
+        return True
+
+    async def _watch_store(self) -> None:
+        """Poll the store version: a change by `sbc provision`, the API or another node applies
+        to new calls without a restart."""
+        while True:
+            await asyncio.sleep(self.settings.provision_poll_interval)
+            try:
+                await self.reload()
+            except Exception:
+                log.exception("reloading provisioning failed; keeping the previous tables")
+
+    async def _write_cdrs(self) -> None:
+        assert self.store is not None
+        while True:
+            record = await self._cdr_queue.get()
+            try:
+                await self.store.write_cdr(record)
+            except Exception:
+                log.exception("writing CDR for %s failed", record.call_id)
+            finally:
+                self._cdr_queue.task_done()
 
     # -- the loop's side of the sans-I/O core -------------------------------------------------
 
@@ -129,14 +203,21 @@ class SbcApp:
             log.info("tcp send to %s:%s failed: %s", out.dest.host, out.dest.port, e)
 
     async def stop(self) -> None:
-        """Close listeners and connections."""
+        """Close listeners and connections, write the CDRs still queued, close the store."""
         if self._timer is not None:
             self._timer.cancel()
+        if self.store is not None and self._tasks:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._cdr_queue.join(), timeout=5.0)
+        for task in self._tasks:
+            task.cancel()
         for listener in self.udp.values():
             if listener.transport is not None:
                 listener.transport.close()
         if self.tcp is not None:
             await self.tcp.close()
+        if self.store is not None:
+            await self.store.close()
         self.stopped.set()
 
 

@@ -87,6 +87,10 @@ class SipCore:
         self._stateless: list[Outgoing] = []
         self.on_response: Callable[[object, float], None] | None = None
         self.on_event: Callable[[object, float], None] | None = None
+        # In-dialog requests go here first; it returns False for dialogs it does not know.
+        self.dialog_handler: Callable[[Request, object, float], bool] | None = None
+        # Other sans-I/O owners of timers (the B2BUA): next_timer()/handle_timer(now).
+        self.timer_owners: list = []
 
     # -- input --------------------------------------------------------------------------------
 
@@ -154,6 +158,8 @@ class SipCore:
             self.respond(key, refusal, now)
             return
         method = req.method
+        if req.to_tag is not None and self.dialog_handler is not None and self.dialog_handler(req, key, now):
+            return
         if method == "OPTIONS":
             if self._for_us(req) or self.on_invite is None:
                 self.respond(key, self._options_ok(req, to_tag), now)
@@ -277,12 +283,15 @@ class SipCore:
 
     def next_timer(self) -> float | None:
         """When :meth:`handle_timer` must next be called (monotonic seconds), or None."""
-        return self.transactions.next_timer()
+        times = [t for t in (self.transactions.next_timer(), *(o.next_timer() for o in self.timer_owners)) if t is not None]
+        return min(times) if times else None
 
     def handle_timer(self, now: float) -> None:
-        """Run due timers."""
+        """Run due timers: the transaction layer's, then its owners'."""
         for event in self.transactions.handle_timer(now):
             self._dispatch(event, now)
+        for owner in self.timer_owners:
+            owner.handle_timer(now)
 
 
 def _warning_text(reason: str) -> str:

@@ -26,3 +26,9 @@ TCP_CONNECTIONS_REFUSED = Counter(
     "sbc_tcp_connections_refused_total", "TCP connections refused by the per-source limit"
 )
 SIP_SEND_ERRORS = Counter("sbc_sip_send_errors_total", "Failed sends", ["transport"])
+ACTIVE_CALLS = Gauge("sbc_active_calls", "Calls in progress (routing, ringing or answered)")
+CALL_ATTEMPTS = Counter("sbc_call_attempts_total", "New calls accepted for routing", ["direction"])
+CALL_ANSWERS = Counter("sbc_call_answers_total", "Calls answered", ["direction"])
+CALLS_ENDED = Counter("sbc_calls_ended_total", "Calls ended, by disposition", ["direction", "disposition"])
+LIMIT_REJECTIONS = Counter("sbc_limit_rejections_total", "New calls refused by a limit", ["scope"])
+AUTH_FAILURES = Counter("sbc_auth_failures_total", "Digest authentications that failed", ["reason"])

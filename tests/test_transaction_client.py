@@ -148,10 +148,13 @@ def test_invite_non_2xx_generates_ack_and_waits_timer_d(provisional):
     assert again.data == out.data
     assert layer.stats.responses_absorbed == 1
 
-    # Provisionals and 2xx in Completed are absorbed.
+    # Provisionals in Completed are absorbed; a 2xx from another fork goes to the TU (which
+    # must ACK and BYE it), without an ACK from the transaction.
     assert layer.receive(response(req, 180), GATEWAY, 2.1) == []
-    assert layer.receive(response(req, 200), GATEWAY, 2.2) == []
+    late_fork = response(req, 200, to_tag="fork2")
+    assert layer.receive(late_fork, GATEWAY, 2.2) == [ResponseReceived(late_fork, key)]
     assert layer.pop_outgoing() == []
+    assert layer.state(key) is State.COMPLETED
 
     # Timer D = 32 s on UDP, then Terminated; no more INVITE retransmissions meanwhile.
     fired = run_timers(layer, 100.0)

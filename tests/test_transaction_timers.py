@@ -63,6 +63,24 @@ def test_heap_compacts_when_mostly_stale():
     assert layer._heap == []
 
 
+def test_compaction_while_timers_fire_keeps_every_live_timer():
+    layer = TransactionLayer()
+    n = HEAP_COMPACT_MIN * 2
+    keys = [layer.send_request(request("OPTIONS", branch=f"z9hG4bK{i}"), GATEWAY, 0.0) for i in range(n)]
+    layer.pop_outgoing()
+    survivors = keys[-10:]
+    for key in keys[:-10]:
+        layer.transport_error(key, 0.1)
+    heap = layer._heap
+    layer.handle_timer(0.5)  # the survivors' Timer E reschedules trigger a compaction mid-loop
+    assert layer._heap is heap and len(heap) == 2 * len(survivors)
+    assert len(layer.pop_outgoing()) == len(survivors)
+    assert layer.next_timer() == 1.5
+    layer.handle_timer(1.5)
+    assert len(layer.pop_outgoing()) == len(survivors)
+    assert [layer.state(k) for k in survivors] == ["Trying"] * len(survivors)
+
+
 def test_many_concurrent_transactions_fire_in_deadline_order():
     layer = TransactionLayer()
     keys = []

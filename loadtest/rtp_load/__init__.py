@@ -90,7 +90,9 @@ def raise_fd_limit(needed: int) -> int:
     return soft
 
 
-def run(calls: int, seconds: float, *, workers: int = 1, port_min: int = DEFAULT_PORT_MIN) -> dict:
+def run(
+    calls: int, seconds: float, *, workers: int = 1, port_min: int = DEFAULT_PORT_MIN, rt_priority: int = 0
+) -> dict:
     """Run one load test and return its result (the JSON object printed by main)."""
     if not 1 <= calls <= MAX_CALLS:
         raise ValueError(f"calls must be 1..{MAX_CALLS}")
@@ -107,6 +109,7 @@ def run(calls: int, seconds: float, *, workers: int = 1, port_min: int = DEFAULT
         quarantine=0,
         media_timeout=0,
         hold_timeout=0,
+        rt_priority=rt_priority,
     )
     try:
         gen = Generator(calls, SOCKETS_PER_SIDE, GEN_RCVBUF)
@@ -149,6 +152,7 @@ def run(calls: int, seconds: float, *, workers: int = 1, port_min: int = DEFAULT
         "directions": 2 * calls,
         "seconds": seconds,
         "workers": workers,
+        "relay_realtime_workers": c1["realtime_workers"],
         "packets_sent": g["sent"],
         "packets_received": g["received"],
         "loss": (g["sent"] - g["received"]) / g["sent"] if g["sent"] else 0.0,
@@ -161,6 +165,7 @@ def run(calls: int, seconds: float, *, workers: int = 1, port_min: int = DEFAULT
         "latency_p999_ms": g["latency_p999_us"] / 1000,
         "latency_max_ms": g["latency_max_us"] / 1000,
         "relay_cpu_cores": round(relay_cpu / wall, 3),
+        "relay_cpu_us_per_packet": round(relay_cpu / relayed * 1e6, 2) if relayed else None,
         "relay_cpu_user_s": round(t_cpu1.user - t_cpu0.user, 2),
         "relay_cpu_system_s": round(t_cpu1.system - t_cpu0.system, 2),
         "generator_cpu_cores": round((g["sender_cpu_s"] + g["receiver_cpu_s"]) / wall, 3),

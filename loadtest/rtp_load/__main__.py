@@ -15,8 +15,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="sending time")
     parser.add_argument("--workers", type=int, default=1, help="relay worker threads")
     parser.add_argument("--port-min", type=int, default=DEFAULT_PORT_MIN, help="first relay port")
+    parser.add_argument(
+        "--rt-priority", type=int, default=0, help="SCHED_FIFO priority of relay workers (0 = normal)"
+    )
     args = parser.parse_args(argv)
-    print(json.dumps(run(args.streams, args.seconds, workers=args.workers, port_min=args.port_min)))
+    result = run(
+        args.streams, args.seconds, workers=args.workers, port_min=args.port_min, rt_priority=args.rt_priority
+    )
+    print(json.dumps(result))
     return 0
 
 

@@ -79,8 +79,8 @@ class ResponseReceived:
     """A response matched client transaction ``key`` and is passed up (RFC 3261 §17.1).
 
     Every provisional and final response is reported once; absorbed retransmissions of a non-2xx
-    final are not. 2xx retransmissions to an INVITE are reported again (RFC 6026 Accepted state):
-    the TU must ACK each 2xx it sees.
+    final are not. Every 2xx to an INVITE is reported, retransmissions and other forks included
+    (RFC 6026 Accepted state; also after a non-2xx final): the TU must ACK each 2xx it sees.
     """
 
     response: Response

@@ -155,6 +155,9 @@ INVITE_CLIENT_TABLE: Table = {
     (_S.PROCEEDING, _I.RESPONSE_FINAL): (_S.COMPLETED, (_A.PASS_UP, _A.SEND_ACK), (_I.TIMER_D,)),
     (_S.PROCEEDING, _I.TRANSPORT_ERROR): _TERMINATE_ON_ERROR,
     (_S.COMPLETED, _I.RESPONSE_FINAL): (_S.COMPLETED, (_A.RESEND_ACK,), ()),
+    # Not in figure 5: a 2xx from another fork after a non-2xx final (e.g. 487 then 200 when a
+    # CANCEL raced an answer) goes up, because only the TU can ACK it and end that dialog with BYE.
+    (_S.COMPLETED, _I.RESPONSE_2XX): (_S.COMPLETED, (_A.PASS_UP,), ()),
     (_S.COMPLETED, _I.TIMER_D): (_S.TERMINATED, (), ()),
     (_S.COMPLETED, _I.TRANSPORT_ERROR): _TERMINATE_ON_ERROR,
     (_S.ACCEPTED, _I.RESPONSE_2XX): (_S.ACCEPTED, (_A.PASS_UP,), ()),
@@ -695,9 +698,10 @@ class TransactionLayer:
         heap = self._heap
         heapq.heappush(heap, (when, next(self._seq), tx, timer))
         if self._stale > len(heap) // 2 and len(heap) >= HEAP_COMPACT_MIN:
+            # In place: handle_timer() may be iterating over this very list.
             live = self._timer_live
-            self._heap = [e for e in heap if live(e)]
-            heapq.heapify(self._heap)
+            heap[:] = [e for e in heap if live(e)]
+            heapq.heapify(heap)
             self._stale = 0
 
     def _apply(

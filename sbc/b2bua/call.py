@@ -1,0 +1,219 @@
+"""A call as two (or more) dialogs: the legs, and how in-dialog requests are built for each.
+
+Each leg is a full dialog of its own (RFC 3261 §12): its own Call-ID, tags, CSeq, route set and
+remote target. Nothing of one leg is copied into the other except what the B2BUA chooses to
+relay (bodies and a few end-to-end headers), which is what hides the topology.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from routing.failover import FailoverState
+from routing.limits import LimitScope
+
+from ..sip.events import Address, TransactionKey
+from ..sip.headers import NameAddr, parse_contact, parse_name_addr
+from ..sip.message import Request
+from ..sip.transaction import make_branch
+from ..sip.uri import SipURI, parse_uri
+
+# RFC 3261 §8.1.1.6: 70 is the recommended initial Max-Forwards.
+DEFAULT_MAX_FORWARDS = 70
+
+
+class CallState(StrEnum):
+    """Where a call is in its life."""
+
+    ROUTING = "routing"  # INVITE received, attempts in progress
+    EARLY = "early"  # a provisional with a to-tag has been relayed to the caller
+    ANSWERED = "answered"  # 2xx relayed to the caller, waiting for its ACK
+    CONFIRMED = "confirmed"  # ACKed both ways: media flows
+    ENDING = "ending"  # BYE sent, waiting for the answers
+    ENDED = "ended"
+
+
+@dataclass(slots=True)
+class Leg:
+    """One dialog of a call, seen from the SBC's side of it.
+
+    ``local_uri``/``remote_uri`` are the From/To (or To/From) name-addrs without tags as this
+    leg knows them; ``peer`` is where requests for this leg are sent (the caller's signalling
+    source for the inbound leg — NAT-safe —, the gateway or trunk target for outbound legs).
+    """
+
+    call_id: str
+    local_tag: str
+    local_uri: str
+    remote_uri: str
+    peer: Address
+    remote_tag: str | None = None
+    remote_target: str | None = None
+    route_set: list[str] = field(default_factory=list)
+    local_cseq: int = 0
+    remote_cseq: int = 0
+    invite: Request | None = None  # the INVITE that created the leg (ours or the caller's)
+    invite_key: TransactionKey | None = None
+
+    def next_cseq(self) -> int:
+        self.local_cseq += 1
+        return self.local_cseq
+
+
+@dataclass(slots=True)
+class PendingReinvite:
+    """A re-INVITE relayed from one leg to the other, until its ACK has crossed too."""
+
+    from_leg: Leg
+    to_leg: Leg
+    server_key: TransactionKey
+    client_key: TransactionKey | None = None
+    ok_response: object = None  # the far leg's 2xx, ACKed when the originator ACKs
+
+
+@dataclass(slots=True)
+class Call:
+    """One call through the SBC: the inbound leg ``a`` and the outbound leg ``b`` in progress."""
+
+    id: str
+    direction: str  # "inbound" (carrier -> customer) | "outbound" (customer -> carrier)
+    a: Leg
+    caller: str
+    callee: str  # the E.164 number dialled
+    setup_at: float
+    caller_display: str | None = None
+    customer: str | None = None
+    carrier: str | None = None
+    trunk: str | None = None
+    gateway: str | None = None
+    b: Leg | None = None
+    state: CallState = CallState.ROUTING
+    failover: FailoverState | None = None
+    targets: list = field(default_factory=list)  # inbound: trunk targets in order
+    target_index: int = 0
+    scopes: tuple[LimitScope, ...] = ()
+    answered_at: float | None = None
+    ended_at: float | None = None
+    final_code: int | None = None
+    hangup_by: str | None = None
+    end_reason: str = ""
+    caller_cancelled: bool = False
+    attempts: list[tuple[str | None, str | None, int, str]] = field(default_factory=list)
+    attempt_deadline: float | None = None
+    got_provisional: bool = False
+    a_final_sent: bool = False
+    a_2xx: object = None  # the 2xx sent to the caller, retransmitted until its ACK (§13.3.1.4)
+    a_2xx_interval: float = 0.0
+    a_2xx_next: float | None = None
+    a_2xx_give_up: float | None = None
+    b_2xx: object = None  # the callee's 2xx, ACKed when the caller's ACK arrives
+    max_end_at: float | None = None
+    pending: PendingReinvite | None = None
+    dead_b_keys: set = field(default_factory=set)
+
+    def other(self, leg: Leg) -> Leg | None:
+        """The leg opposite ``leg``."""
+        return self.b if leg is self.a else self.a
+
+
+def new_call_id(host: str) -> str:
+    """A fresh Call-ID that reveals nothing about the other leg (RFC 3261 §8.1.1.4)."""
+    return f"{secrets.token_hex(12)}@{host}"
+
+
+def strip_tag(name_addr: str) -> str:
+    """The From/To value without its tag parameter (kept as angle-bracket name-addr)."""
+    na = parse_name_addr(name_addr)
+    na.params.pop("tag", None)
+    return str(na)
+
+
+def contact_uri(value: str | None) -> str | None:
+    """The URI of the first Contact value, or None."""
+    if not value:
+        return None
+    contacts = parse_contact(value)
+    if contacts == "*" or not contacts:
+        return None
+    return str(contacts[0].uri)
+
+
+def target_address(uri_text: str, default_transport: str, fallback: Address) -> Address:
+    """Where to send requests for a SIP URI: its host/port when the host is an IP literal,
+    else ``fallback`` (the SBC does not follow DNS names of peers it already has an address for)."""
+    try:
+        uri = parse_uri(uri_text)
+    except Exception:
+        return fallback
+    if not isinstance(uri, SipURI):
+        return fallback
+    host = uri.host.strip("[]")
+    if not _is_ip(host):
+        return fallback
+    transport = (uri.transport or default_transport).lower()
+    port = uri.port or (5061 if transport == "tls" else 5060)
+    if transport == fallback.transport and host == fallback.host and port == fallback.port:
+        return fallback
+    return Address(transport, host, port, None)
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def build_in_dialog(
+    leg: Leg,
+    method: str,
+    *,
+    via_host: str,
+    via_port: int,
+    contact: str,
+    user_agent: str,
+    body: bytes = b"",
+    content_type: str | None = None,
+    extra: list[tuple[str, str]] | None = None,
+    cseq: int | None = None,
+) -> Request:
+    """A request inside ``leg``'s dialog from the SBC (RFC 3261 §12.2.1.1).
+
+    Uses a new CSeq unless ``cseq`` is given (ACK and CANCEL reuse the INVITE's), the remote
+    target as Request-URI and the route set as Route. The top Via gets a fresh branch.
+    """
+    uri = leg.remote_target or leg.remote_uri
+    if uri.startswith("<") or '"' in uri:
+        uri = str(parse_name_addr(uri).uri)
+    transport = leg.peer.transport.upper()
+    remote = leg.remote_uri + (f";tag={leg.remote_tag}" if leg.remote_tag else "")
+    headers = [
+        ("Via", f"SIP/2.0/{transport} {via_host}:{via_port};branch={make_branch()};rport"),
+        ("Max-Forwards", str(DEFAULT_MAX_FORWARDS)),
+        ("From", f"{leg.local_uri};tag={leg.local_tag}"),
+        ("To", remote),
+        ("Call-ID", leg.call_id),
+        ("CSeq", f"{cseq if cseq is not None else leg.next_cseq()} {method}"),
+    ]
+    for route in leg.route_set:
+        headers.append(("Route", route))
+    if method not in ("BYE", "CANCEL", "ACK"):
+        headers.append(("Contact", contact))
+    headers.append(("User-Agent", user_agent))
+    if extra:
+        headers.extend(extra)
+    if body:
+        headers.append(("Content-Type", content_type or "application/sdp"))
+    return Request(method, uri, headers, body)
+
+
+def display_and_user(value: str) -> tuple[str | None, str]:
+    """The display name and user part of a From/To value (user '' when there is none)."""
+    na: NameAddr = parse_name_addr(value)
+    user = getattr(na.uri, "user", None) or getattr(na.uri, "number", None) or ""
+    return na.display_name, user

@@ -1,0 +1,998 @@
+"""The B2BUA: classifies callers, routes calls, drives both legs, fails over, ends calls, writes CDRs.
+
+Sans-I/O like the SIP core it plugs into: it is handed requests, responses and transaction
+events with ``now``, acts through the core's transaction layer, keeps its own timers (attempt
+timeouts, 2xx retransmission to the caller, maximum call duration) and reports finished calls
+to a CDR sink. The asyncio side only feeds it and drains what it queued.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import random
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from routing.failover import FailoverState
+from routing.limits import ConcurrencyCounter, LimitHit, LimitScope, RateLimiter, check_limits, rate_table
+from routing.model import Snapshot, Trunk
+from routing.numbers import normalize_e164
+from routing.plan import Attempt, build_inbound_plan, build_outbound_plan
+from routing.selection import AlwaysUp, HealthView
+from routing.tables import RoutingTables
+
+from .. import metrics
+from ..core import SipCore, new_tag
+from ..sip.events import (
+    AckReceived,
+    Address,
+    ResponseReceived,
+    StrayResponse,
+    TransactionKey,
+    TransactionTimeout,
+    TransactionTransportError,
+)
+from ..sip.errors import SIPParseError
+from ..sip.message import Request, Response, make_response
+from ..sip.transaction import TransactionError, build_ack
+from ..store.cdr import CdrAttempt, CdrRecord
+from .call import (
+    Call,
+    CallState,
+    Leg,
+    PendingReinvite,
+    build_in_dialog,
+    contact_uri,
+    display_and_user,
+    new_call_id,
+    strip_tag,
+    target_address,
+)
+
+log = logging.getLogger(__name__)
+
+# How long an attempt may go without any response before the next gateway is tried. Kamailio's
+# fr_timer default is 5 s and carriers commonly use 2-5 s; 32 s (Timer B) is far too long for PSTN.
+DEFAULT_NO_RESPONSE_TIMEOUT_S = 4.0
+# How long a ringing attempt may last before it is cancelled (Kamailio fr_inv_timer: 120 s).
+DEFAULT_RING_TIMEOUT_S = 120.0
+# Longest call the SBC lets through before hanging up both sides: a runaway-billing guard
+# (many carriers cap at 4 h; jambonz and Twilio default to 4 h as well).
+DEFAULT_MAX_CALL_DURATION_S = 4 * 3600.0
+# Retry-After seconds on a limit 503 (RFC 3261 §20.33): short, callers retry soon.
+LIMIT_RETRY_AFTER_S = 5
+# End-to-end headers relayed between legs; everything else stays on its side (topology hiding).
+RELAYED_HEADERS = ("Content-Type", "Content-Disposition", "Allow", "Session-Expires", "Min-SE", "Reason")
+
+
+@dataclass(slots=True)
+class B2BUAConfig:
+    """Call-handling knobs (validated by :mod:`sbc.config`)."""
+
+    no_response_timeout_s: float = DEFAULT_NO_RESPONSE_TIMEOUT_S
+    ring_timeout_s: float = DEFAULT_RING_TIMEOUT_S
+    max_call_duration_s: float = DEFAULT_MAX_CALL_DURATION_S
+    limit_reject_code: int = 503
+    default_country_code: str = "1"
+    realm: str = "sbc"
+
+
+CdrSink = Callable[[CdrRecord], None]
+LocalAddress = Callable[[str], tuple[str, int]]
+
+
+class B2BUA:
+    """Every call of one SBC process."""
+
+    def __init__(
+        self,
+        core: SipCore,
+        *,
+        local_address: LocalAddress,
+        cdr_sink: CdrSink,
+        config: B2BUAConfig | None = None,
+        health: HealthView | None = None,
+        rng: random.Random | None = None,
+        authenticator: object | None = None,
+        admit: Callable[[float], bool] | None = None,
+        wall_offset: float = 0.0,
+        user_agent: str = "sbc",
+    ) -> None:
+        self.core = core
+        self.tx = core.transactions
+        self.local_address = local_address
+        self.cdr_sink = cdr_sink
+        self.config = config or B2BUAConfig()
+        self.health: HealthView = health or AlwaysUp()
+        self.rng = rng or random.Random()
+        self.authenticator = authenticator
+        self.admit = admit
+        self.wall_offset = wall_offset
+        self.user_agent = user_agent
+        self.tables = RoutingTables.build(Snapshot())
+        self.rates = RateLimiter()
+        self.calls_in_progress = ConcurrencyCounter()
+        self.calls: dict[str, Call] = {}
+        # (Call-ID, local tag) of each leg -> (call, leg); the A leg also by its INVITE key.
+        self._dialogs: dict[tuple[str, str], tuple[Call, Leg]] = {}
+        self._by_server_key: dict[TransactionKey, Call] = {}
+        self._by_client_key: dict[TransactionKey, tuple[Call, str]] = {}
+        self._timers: list[tuple[float, int, Call, str]] = []
+        self._seq = itertools.count()
+        core.on_invite = self._on_invite
+        core.on_response = self._on_response
+        core.on_event = self._on_event
+        core.dialog_handler = self._on_in_dialog
+        core.timer_owners.append(self)
+
+    # -- provisioning ---------------------------------------------------------------------------
+
+    def load(self, snapshot: Snapshot) -> None:
+        """Replace the routing tables (new calls use them; calls in progress keep theirs)."""
+        self.tables = RoutingTables.build(snapshot)
+        self.rates.configure(rate_table(snapshot))
+        for problem in self.tables.problems:
+            log.warning("provisioning: %s", problem)
+
+    # -- timers ---------------------------------------------------------------------------------
+
+    def _at(self, when: float, call: Call, what: str) -> None:
+        heapq.heappush(self._timers, (when, next(self._seq), call, what))
+
+    def next_timer(self) -> float | None:
+        """When :meth:`handle_timer` must next run (lazy deletion: early wake-ups are harmless)."""
+        while self._timers and self._timers[0][2].state is CallState.ENDED:
+            heapq.heappop(self._timers)
+        return self._timers[0][0] if self._timers else None
+
+    def handle_timer(self, now: float) -> None:
+        """Run every due call timer."""
+        while self._timers and self._timers[0][0] <= now:
+            when, _, call, what = heapq.heappop(self._timers)
+            if call.state is CallState.ENDED:
+                continue
+            if what == "attempt" and call.attempt_deadline is not None and call.attempt_deadline <= now:
+                self._attempt_timed_out(call, now)
+            elif what == "2xx" and call.a_2xx_next is not None and call.a_2xx_next <= now:
+                self._retransmit_2xx(call, now)
+            elif what == "max" and call.max_end_at is not None and call.max_end_at <= now:
+                self._hangup(call, now, by="sbc", reason="maximum call duration")
+
+    # -- new calls ------------------------------------------------------------------------------
+
+    def _on_invite(self, core: SipCore, req: Request, key: TransactionKey, now: float) -> None:
+        """A new INVITE (no To tag) arrived on server transaction ``key``."""
+        self.core.respond(key, make_response(req, 100), now)
+        source = self.tx_source(key)
+        src_ip = source.host
+        if self.admit is not None and not self.admit(now):
+            metrics.LIMIT_REJECTIONS.labels("overload").inc()
+            self._reject(req, key, 503, now, headers=[("Retry-After", str(LIMIT_RETRY_AFTER_S))], reason="Overloaded")
+            return
+        tables = self.tables
+        carrier = tables.sources.carrier_for(src_ip)
+        if carrier is not None:
+            self._inbound(req, key, source, carrier.name, now)
+            return
+        trunks = tables.sources.trunks_for(src_ip)
+        if trunks:
+            self._outbound(req, key, source, trunks[0], now)
+            return
+        trunk = self._digest_trunk(req, key, now)
+        if trunk is False:
+            return  # challenged or refused already
+        if trunk is None:
+            self._reject(req, key, 403, now)
+            return
+        self._outbound(req, key, source, trunk, now)
+
+    def _digest_trunk(self, req: Request, key: TransactionKey, now: float) -> Trunk | None | bool:
+        """Digest-authenticate a caller no ACL knows: a Trunk, None (refuse 403), or False
+        when the request was answered here (401 challenge)."""
+        auth = self.authenticator
+        if auth is None:
+            return None
+        has_creds = req.get("Authorization") is not None or req.get("Proxy-Authorization") is not None
+        if not has_creds:
+            self.core.respond(key, auth.challenge(req, now), now)  # type: ignore[attr-defined]
+            return False
+        sources = self.tables.sources
+        found: dict[str, Trunk] = {}
+
+        def lookup(username: str) -> str | None:
+            for trunk in sources.trunks_for_username(username):
+                for cred in trunk.credentials:
+                    if cred.username == username:
+                        found["trunk"] = trunk
+                        return cred.password
+            return None
+
+        result = auth.verify(req, lookup, now)  # type: ignore[attr-defined]
+        if result.ok:
+            return found.get("trunk")
+        if result.stale:
+            self.core.respond(key, auth.challenge(req, now, stale=True), now)  # type: ignore[attr-defined]
+            return False
+        metrics.AUTH_FAILURES.labels(result.reason).inc()
+        return None
+
+    def _dialled(self, req: Request) -> str | None:
+        user = getattr(req.ruri, "user", None) or getattr(req.ruri, "number", None)
+        if not user:
+            try:
+                _, user = display_and_user(req.get("To") or "")
+            except SIPParseError:
+                return None
+        return normalize_e164(user, self.config.default_country_code) if user else None
+
+    def _new_call(self, req: Request, key: TransactionKey, source: Address, direction: str, now: float) -> Call:
+        caller_display, caller_user = display_and_user(req.get("From") or "")
+        leg = Leg(
+            call_id=req.call_id,
+            local_tag=new_tag(),
+            local_uri=strip_tag(req.get("To") or ""),
+            remote_uri=strip_tag(req.get("From") or ""),
+            remote_tag=req.from_tag,
+            remote_target=contact_uri(req.get("Contact")),
+            route_set=req.values("Record-Route"),
+            remote_cseq=req.cseq[0],
+            peer=source,
+            invite=req,
+            invite_key=key,
+        )
+        call = Call(
+            id=secrets.token_hex(8),
+            direction=direction,
+            a=leg,
+            caller=caller_user,
+            callee="",
+            setup_at=now,
+            caller_display=caller_display,
+        )
+        return call
+
+    def _inbound(self, req: Request, key: TransactionKey, source: Address, carrier: str, now: float) -> None:
+        e164 = self._dialled(req)
+        number = self.tables.numbers.lookup(e164) if e164 else None
+        trunk = self.tables.numbers.trunk_for(number) if number is not None else None
+        if number is None or number.customer is None:
+            self._reject(req, key, 404, now, reason="Unassigned Number")
+            return
+        if trunk is None:
+            # Applications and media endpoints come with the programmable-routing issues.
+            self._reject(req, key, 480, now, reason="Destination Not Supported Yet")
+            return
+        call = self._new_call(req, key, source, "inbound", now)
+        call.callee, call.customer, call.trunk, call.carrier = e164, number.customer, trunk.name, carrier
+        customer = self.tables.customers.get(number.customer)
+        carrier_obj = self.tables.carriers.get(carrier)
+        scopes = [
+            LimitScope("customer", number.customer, customer.max_calls if customer else None),
+            LimitScope("trunk", f"{number.customer}/{trunk.name}", trunk.max_calls),
+            LimitScope("carrier", carrier, carrier_obj.max_calls if carrier_obj else None),
+        ]
+        if not self._admit_limits(call, req, key, scopes, now):
+            return
+        call.targets = build_inbound_plan(trunk, self.rng)
+        self._register(call)
+        self._next_attempt(call, now)
+
+    def _outbound(self, req: Request, key: TransactionKey, source: Address, trunk: Trunk, now: float) -> None:
+        e164 = self._dialled(req)
+        if e164 is None:
+            self._reject(req, key, 484, now)
+            return
+        call = self._new_call(req, key, source, "outbound", now)
+        call.callee, call.customer, call.trunk = e164, trunk.customer, trunk.name
+        customer = self.tables.customers.get(trunk.customer)
+        scopes = [
+            LimitScope("customer", trunk.customer, customer.max_calls if customer else None),
+            LimitScope("trunk", f"{trunk.customer}/{trunk.name}", trunk.max_calls),
+        ]
+        if not self._admit_limits(call, req, key, scopes, now):
+            return
+        plan = build_outbound_plan(self.tables, e164, trunk.customer, now + self.wall_offset, self.rng, self.health)
+        if not plan:
+            self._register(call)
+            self._fail_call(call, now, 404 if self.tables.routes.match(e164, trunk.customer, now) is None else 503)
+            return
+        call.failover = FailoverState(plan)
+        self._register(call)
+        self._next_attempt(call, now)
+
+    def _admit_limits(self, call: Call, req: Request, key: TransactionKey, scopes: list[LimitScope], now: float) -> bool:
+        hit: LimitHit | None = check_limits(scopes, now, self.rates, self.calls_in_progress)
+        if hit is None:
+            call.scopes = tuple(scopes)
+            return True
+        metrics.LIMIT_REJECTIONS.labels(hit.kind).inc()
+        self._reject(
+            req,
+            key,
+            self.config.limit_reject_code,
+            now,
+            headers=[("Retry-After", str(LIMIT_RETRY_AFTER_S))],
+            reason=f"{hit.kind.title()} {hit.limit} limit reached",
+        )
+        return False
+
+    def _register(self, call: Call) -> None:
+        self.calls[call.id] = call
+        self._dialogs[(call.a.call_id, call.a.local_tag)] = (call, call.a)
+        self._by_server_key[call.a.invite_key] = call  # type: ignore[index]
+        metrics.ACTIVE_CALLS.inc()
+        metrics.CALL_ATTEMPTS.labels(call.direction).inc()
+
+    def _reject(
+        self,
+        req: Request,
+        key: TransactionKey,
+        status: int,
+        now: float,
+        *,
+        headers: list[tuple[str, str]] | None = None,
+        reason: str | None = None,
+    ) -> None:
+        self.core.respond(key, make_response(req, status, reason, to_tag=new_tag(), headers=headers or []), now)
+
+    # -- attempts -------------------------------------------------------------------------------
+
+    def _next_attempt(self, call: Call, now: float) -> None:
+        """Send the INVITE of the next attempt, or give the caller its final answer."""
+        while True:
+            if call.direction == "outbound":
+                assert call.failover is not None
+                attempt = call.failover.next_attempt(now)
+                if attempt is None:
+                    self._fail_call(call, now, call.failover.final_code() or 503)
+                    return
+                carrier = self.tables.carriers.get(attempt.carrier)
+                hit = None
+                if carrier is not None and (carrier.max_calls is not None or carrier.max_cps is not None):
+                    scope = LimitScope("carrier", carrier.name, carrier.max_calls)
+                    hit = check_limits([scope], now, self.rates, self.calls_in_progress)
+                    if hit is None:
+                        call.scopes = (*call.scopes, scope)
+                if hit is not None:
+                    call.attempts.append((attempt.carrier, attempt.gateway.host, 503, "carrier limit"))
+                    call.failover.record(503, "carrier limit", now=now)
+                    continue
+                dest = Address(attempt.gateway.transport.lower(), attempt.gateway.host, attempt.gateway.port)
+                uri = f"sip:{attempt.request_user}@{_host(attempt.gateway.host)}:{attempt.gateway.port}"
+                if dest.transport != "udp":
+                    uri += f";transport={dest.transport}"
+                call.carrier, call.gateway = attempt.carrier, f"{attempt.gateway.host}:{attempt.gateway.port}"
+                self._send_invite(call, uri, dest, attempt, now)
+                return
+            if call.target_index >= len(call.targets):
+                self._fail_call(call, now, _best_code([a[2] for a in call.attempts]) if call.attempts else 480)
+                return
+            target = call.targets[call.target_index]
+            call.target_index += 1
+            uri = _inbound_request_uri(target.uri, call.callee)
+            dest = target_address(uri, "udp", Address("udp", "0.0.0.0", 0))
+            if dest.port == 0:
+                call.attempts.append((None, target.uri, 503, "target is not an IP address"))
+                continue
+            call.gateway = f"{dest.host}:{dest.port}"
+            self._send_invite(call, uri, dest, None, now)
+            return
+
+    def _send_invite(self, call: Call, uri: str, dest: Address, attempt: Attempt | None, now: float) -> None:
+        host, port = self.local_address(dest.transport)
+        a_inv = call.a.invite
+        assert a_inv is not None
+        display = call.caller_display
+        caller = call.caller or "anonymous"
+        from_uri = f"<sip:{caller}@{_host(host)}>"
+        if display:
+            from_uri = f'"{display}" {from_uri}'
+        callee_user = uri.split(":", 1)[1].split("@", 1)[0] if "@" in uri else call.callee
+        leg = Leg(
+            call_id=new_call_id(_host(host)),
+            local_tag=new_tag(),
+            local_uri=from_uri,
+            remote_uri=f"<sip:{callee_user}@{_host(dest.host)}>",
+            peer=dest,
+            remote_target=uri,
+        )
+        extra = [(n, v) for n, v in a_inv.headers if n in RELAYED_HEADERS and n != "Content-Type"]
+        try:
+            mf = int(a_inv.get("Max-Forwards") or 70)
+        except ValueError:
+            mf = 70
+        req = build_in_dialog(
+            leg,
+            "INVITE",
+            via_host=_host(host),
+            via_port=port,
+            contact=f"<sip:sbc@{_host(host)}:{port}>",
+            user_agent=self.user_agent,
+            body=a_inv.body,
+            content_type=a_inv.get("Content-Type"),
+            extra=extra,
+        )
+        req.set("Max-Forwards", str(max(0, mf - 1)))
+        leg.invite = req
+        call.b = leg
+        call.got_provisional = False
+        key = self.tx.send_request(req, dest, now)
+        leg.invite_key = key
+        self._by_client_key[key] = (call, "invite")
+        self._dialogs[(leg.call_id, leg.local_tag)] = (call, leg)
+        call.attempt_deadline = now + self.config.no_response_timeout_s
+        self._at(call.attempt_deadline, call, "attempt")
+
+    def _attempt_timed_out(self, call: Call, now: float) -> None:
+        """No answer in time: cancel (or abandon) this attempt and try the next."""
+        call.attempt_deadline = None
+        b = call.b
+        if b is None or b.invite_key is None:
+            return
+        reason = "no answer" if call.got_provisional else "no response"
+        self.tx.cancel(b.invite_key, now, [("Reason", 'SIP;cause=408;text="Timeout"')])
+        call.dead_b_keys.add(b.invite_key)
+        self._attempt_failed(call, None if not call.got_provisional else 408, reason, now)
+
+    def _attempt_failed(self, call: Call, code: int | None, reason: str, now: float) -> None:
+        b = call.b
+        if b is not None:
+            self._dialogs.pop((b.call_id, b.local_tag), None)
+        call.b = None
+        call.attempt_deadline = None
+        recorded = code if code is not None else 408
+        carrier = call.carrier if call.direction == "outbound" else None
+        call.attempts.append((carrier, call.gateway, recorded, reason))
+        if call.caller_cancelled:
+            if call.failover is not None and call.failover.in_flight is not None:
+                call.failover.record(code, reason, caller_hung_up=True, now=now)
+            self._fail_call(call, now, 487)
+            return
+        if call.direction == "outbound":
+            assert call.failover is not None
+            if call.failover.record(code, reason, now=now):
+                self._next_attempt(call, now)
+            else:
+                self._fail_call(call, now, call.failover.final_code() or 503)
+            return
+        if code is None or code in (408,) or code >= 500 and code < 600:
+            self._next_attempt(call, now)
+        else:
+            self._fail_call(call, now, code)
+
+    # -- responses on the outbound leg ----------------------------------------------------------
+
+    def _on_response(self, event: object, now: float) -> None:
+        if isinstance(event, StrayResponse):
+            self._stray(event.response, event.source, now)
+            return
+        assert isinstance(event, ResponseReceived)
+        entry = self._by_client_key.get(event.key)
+        if entry is None:
+            return
+        call, kind = entry
+        resp = event.response
+        if kind == "invite":
+            self._invite_response(call, event.key, resp, now)
+        elif kind == "reinvite":
+            self._reinvite_response(call, event.key, resp, now)
+        elif kind == "relay":
+            self._relay_response(call, event.key, resp, now)
+        if resp.status >= 200:
+            self._by_client_key.pop(event.key, None) if kind != "invite" or resp.status >= 300 else None
+
+    def _invite_response(self, call: Call, key: TransactionKey, resp: Response, now: float) -> None:
+        status = resp.status
+        b = call.b
+        if key in call.dead_b_keys or b is None or b.invite_key != key:
+            if 200 <= status < 300:
+                self._kill_late_answer(call, key, resp, now)
+            return
+        if status < 200:
+            if status == 100:
+                # Any response stops the no-response clock; now the ring timeout runs.
+                call.attempt_deadline = now + self.config.ring_timeout_s
+                self._at(call.attempt_deadline, call, "attempt")
+                return
+            call.got_provisional = True
+            call.attempt_deadline = now + self.config.ring_timeout_s
+            self._at(call.attempt_deadline, call, "attempt")
+            self._learn_remote(b, resp)
+            if resp.get("Require") and "100rel" in resp.get("Require", "").lower():
+                self._prack(call, b, resp, now)
+            self._relay_provisional(call, resp, now)
+            return
+        if status >= 300:
+            self._attempt_failed(call, status, resp.reason, now)
+            return
+        # 2xx: the call is answered.
+        call.attempt_deadline = None
+        self._learn_remote(b, resp)
+        b.remote_cseq = 0
+        call.b_2xx = resp
+        call.answered_at = now
+        call.state = CallState.ANSWERED
+        call.attempts.append((call.carrier if call.direction == "outbound" else None, call.gateway, status, resp.reason))
+        if call.failover is not None and call.failover.in_flight is not None:
+            call.failover.record(status, resp.reason, now=now)
+        if call.caller_cancelled:
+            self._ack_b(call, b"", None, now)
+            self._send_bye(call, b, now)
+            self._finish(call, now, 487, hangup_by="caller", reason="cancelled")
+            return
+        a = call.a
+        ok = self._response_to_a(call, 200, resp, now)
+        call.a_2xx = ok
+        call.a_final_sent = True
+        call.a_2xx_interval = self.tx.config.t1
+        call.a_2xx_next = now + call.a_2xx_interval
+        call.a_2xx_give_up = now + 64 * self.tx.config.t1
+        self._at(call.a_2xx_next, call, "2xx")
+        call.max_end_at = now + self.config.max_call_duration_s
+        self._at(call.max_end_at, call, "max")
+        metrics.CALL_ANSWERS.labels(call.direction).inc()
+        del a
+
+    def _learn_remote(self, leg: Leg, resp: Response) -> None:
+        tag = resp.to_tag
+        if tag:
+            leg.remote_tag = tag
+        target = contact_uri(resp.get("Contact"))
+        if target:
+            leg.remote_target = target
+        rr = resp.values("Record-Route")
+        if rr:
+            leg.route_set = list(reversed(rr))
+
+    def _response_to_a(self, call: Call, status: int, resp: Response, now: float) -> Response:
+        a = call.a
+        assert a.invite is not None
+        host, port = self.local_address(a.peer.transport)
+        headers = [(n, v) for n, v in resp.headers if n in RELAYED_HEADERS and n != "Content-Type"]
+        headers.append(("Contact", f"<sip:sbc@{_host(host)}:{port}>"))
+        headers.append(("Server", self.user_agent))
+        if resp.body:
+            headers.append(("Content-Type", resp.get("Content-Type") or "application/sdp"))
+        out = make_response(a.invite, status, resp.reason, to_tag=a.local_tag, headers=headers, body=resp.body)
+        for rr in a.invite.get_all("Record-Route"):
+            out.add("Record-Route", rr)
+        self.core.respond(a.invite_key, out, now)
+        return out
+
+    def _relay_provisional(self, call: Call, resp: Response, now: float) -> None:
+        if call.a_final_sent:
+            return
+        if call.state is CallState.ROUTING:
+            call.state = CallState.EARLY
+        self._response_to_a(call, resp.status, resp, now)
+
+    def _prack(self, call: Call, leg: Leg, resp: Response, now: float) -> None:
+        """Acknowledge a reliable provisional ourselves (RFC 3262 §7.2: PRACK with RAck)."""
+        rseq = resp.get("RSeq")
+        if not rseq:
+            return
+        cseq_num, method = resp.cseq
+        host, port = self.local_address(leg.peer.transport)
+        req = build_in_dialog(
+            leg,
+            "PRACK",
+            via_host=_host(host),
+            via_port=port,
+            contact=f"<sip:sbc@{_host(host)}:{port}>",
+            user_agent=self.user_agent,
+            extra=[("RAck", f"{rseq.strip()} {cseq_num} {method}")],
+        )
+        key = self.tx.send_request(req, target_address(leg.remote_target or "", leg.peer.transport, leg.peer), now)
+        self._by_client_key[key] = (call, "local")
+
+    def _ack_b(self, call: Call, body: bytes, ctype: str | None, now: float) -> None:
+        b = call.b
+        resp = call.b_2xx
+        if b is None or resp is None:
+            return
+        host, port = self.local_address(b.peer.transport)
+        assert b.invite is not None
+        ack = build_in_dialog(
+            b,
+            "ACK",
+            via_host=_host(host),
+            via_port=port,
+            contact="",
+            user_agent=self.user_agent,
+            body=body,
+            content_type=ctype,
+            cseq=b.invite.cseq[0],
+        )
+        self.tx.send_stateless(ack, target_address(b.remote_target or "", b.peer.transport, b.peer))
+        b.remote_cseq = b.remote_cseq  # dialog confirmed
+
+    def _kill_late_answer(self, call: Call, key: TransactionKey, resp: Response, now: float) -> None:
+        """A 2xx from an attempt we gave up on: ACK it and hang it up (RFC 3261 §13.2.2.4)."""
+        req = self.tx.request(key)
+        if req is None:
+            return
+        ack = build_ack(req, resp)
+        dest = self._client_peer(key) or Address("udp", resp.vias()[0].host, resp.vias()[0].port or 5060)
+        self.tx.send_stateless(ack, dest)
+        leg = Leg(
+            call_id=req.call_id,
+            local_tag=req.from_tag or "",
+            local_uri=strip_tag(req.get("From") or ""),
+            remote_uri=strip_tag(req.get("To") or ""),
+            remote_tag=resp.to_tag,
+            remote_target=contact_uri(resp.get("Contact")) or req.uri,
+            peer=dest,
+            local_cseq=req.cseq[0],
+        )
+        self._send_bye(call, leg, now)
+
+    def _client_peer(self, key: TransactionKey) -> Address | None:
+        tx = self.tx._clients.get(key)  # noqa: SLF001 - the layer keeps the destination
+        return tx.peer if tx is not None else None
+
+    def _stray(self, resp: Response, source: Address, now: float) -> None:
+        """A 2xx retransmission after our INVITE transaction ended: re-send the ACK."""
+        if not (200 <= resp.status < 300) or resp.cseq[1] != "INVITE":
+            return
+        entry = self._dialogs.get((resp.call_id, resp.from_tag or ""))
+        if entry is None:
+            return
+        call, leg = entry
+        if leg is call.b and call.state is CallState.CONFIRMED:
+            self._ack_b(call, b"", None, now)
+
+    # -- caller side events ---------------------------------------------------------------------
+
+    def _on_event(self, event: object, now: float) -> None:
+        if isinstance(event, tuple) and event and event[0] == "cancel":
+            _, invite_key, _cancel = event
+            call = self._by_server_key.get(invite_key)
+            if call is not None:
+                self._caller_cancelled(call, now)
+        elif isinstance(event, AckReceived):
+            self._on_ack(event.request, now)
+        elif isinstance(event, (TransactionTimeout, TransactionTransportError)):
+            entry = self._by_client_key.pop(event.key, None)
+            if entry is not None:
+                call, kind = entry
+                if kind == "invite" and call.b is not None and call.b.invite_key == event.key:
+                    code = 408 if isinstance(event, TransactionTimeout) else 503
+                    self._attempt_failed(call, None if code == 408 else 503, "timeout" if code == 408 else "transport error", now)
+                elif kind in ("relay", "reinvite") and call.state is not CallState.ENDED:
+                    self._fail_pending(call, now)
+                elif kind == "bye":
+                    pass
+            else:
+                call = self._by_server_key.get(event.key)
+                if call is not None and isinstance(event, TransactionTransportError):
+                    self._hangup(call, now, by="sbc", reason="transport error")
+
+    def _caller_cancelled(self, call: Call, now: float) -> None:
+        if call.a_final_sent or call.state is CallState.ENDED:
+            return
+        call.caller_cancelled = True
+        a = call.a
+        assert a.invite is not None
+        self.core.respond(a.invite_key, make_response(a.invite, 487, to_tag=a.local_tag), now)
+        call.a_final_sent = True
+        b = call.b
+        if b is not None and b.invite_key is not None:
+            self.tx.cancel(b.invite_key, now, [("Reason", 'SIP;cause=487;text="Caller cancelled"')])
+            call.dead_b_keys.add(b.invite_key)
+            self._by_client_key[b.invite_key] = (call, "invite")
+            carrier = call.carrier if call.direction == "outbound" else None
+            call.attempts.append((carrier, call.gateway, 487, "caller cancelled"))
+            if call.failover is not None and call.failover.in_flight is not None:
+                call.failover.record(None, "caller cancelled", caller_hung_up=True, now=now)
+        elif call.failover is not None and call.failover.in_flight is None:
+            call.failover.cancel()
+        self._finish(call, now, 487, hangup_by="caller", reason="cancelled")
+
+    def _on_ack(self, ack: Request, now: float) -> None:
+        entry = self._dialogs.get((ack.call_id, ack.to_tag or ""))
+        if entry is None:
+            return
+        call, leg = entry
+        if leg is call.a and call.state is CallState.ANSWERED:
+            call.a_2xx_next = None
+            call.state = CallState.CONFIRMED
+            self._ack_b(call, ack.body, ack.get("Content-Type"), now)
+            return
+        pending = call.pending
+        if pending is not None and pending.from_leg is leg and pending.ok_response is not None:
+            self._ack_far(call, pending, ack, now)
+
+    def _retransmit_2xx(self, call: Call, now: float) -> None:
+        if call.state is not CallState.ANSWERED or call.a_2xx is None:
+            return
+        if call.a_2xx_give_up is not None and now >= call.a_2xx_give_up:
+            # RFC 3261 §13.3.1.4: no ACK within 64*T1 → the dialog is over.
+            self._hangup(call, now, by="sbc", reason="no ACK from caller")
+            return
+        self.tx.send_stateless(call.a_2xx, call.a.peer)  # type: ignore[arg-type]
+        call.a_2xx_interval = min(call.a_2xx_interval * 2, self.tx.config.t2)
+        call.a_2xx_next = now + call.a_2xx_interval
+        self._at(call.a_2xx_next, call, "2xx")
+
+    # -- in-dialog requests ---------------------------------------------------------------------
+
+    def _on_in_dialog(self, req: Request, key: TransactionKey, now: float) -> bool:
+        """A request with a To tag: handle it when it belongs to one of our dialogs."""
+        entry = self._dialogs.get((req.call_id, req.to_tag or ""))
+        if entry is None:
+            return False
+        call, leg = entry
+        if req.cseq[0] <= leg.remote_cseq and req.method not in ("ACK", "CANCEL"):
+            self.core.respond(key, make_response(req, 500, "Out Of Order CSeq", to_tag=None), now)
+            return True
+        leg.remote_cseq = req.cseq[0]
+        method = req.method
+        if method == "BYE":
+            self.core.respond(key, make_response(req, 200), now)
+            other = call.other(leg)
+            if other is not None:
+                self._send_bye(call, other, now)
+            if call.pending is not None:
+                self._fail_pending(call, now)
+            self._finish(call, now, 200, hangup_by="caller" if leg is call.a else "callee", reason="bye")
+            return True
+        if method == "OPTIONS" or method == "PRACK":
+            self.core.respond(key, make_response(req, 200), now)
+            return True
+        if call.state is CallState.ENDED or call.other(leg) is None:
+            self.core.respond(key, make_response(req, 481), now)
+            return True
+        if method == "INVITE":
+            self._relay_reinvite(call, leg, req, key, now)
+            return True
+        self._relay_request(call, leg, req, key, now)
+        return True
+
+    def _relay_reinvite(self, call: Call, leg: Leg, req: Request, key: TransactionKey, now: float) -> None:
+        if call.pending is not None or call.state is not CallState.CONFIRMED:
+            # RFC 3261 §14.2: a re-INVITE while one is pending gets 491.
+            self.core.respond(key, make_response(req, 491), now)
+            return
+        far = call.other(leg)
+        assert far is not None
+        new_key = self._send_far(call, far, "INVITE", req, now, "reinvite")
+        call.pending = PendingReinvite(leg, far, key, new_key)
+
+    def _relay_request(self, call: Call, leg: Leg, req: Request, key: TransactionKey, now: float) -> None:
+        far = call.other(leg)
+        assert far is not None
+        new_key = self._send_far(call, far, req.method, req, now, "relay")
+        self._relay_map[new_key] = (key, req)
+
+    @property
+    def _relay_map(self) -> dict:
+        m = getattr(self, "_relay_map_store", None)
+        if m is None:
+            m = self._relay_map_store = {}  # type: ignore[attr-defined]
+        return m
+
+    def _send_far(self, call: Call, far: Leg, method: str, req: Request, now: float, kind: str) -> TransactionKey:
+        host, port = self.local_address(far.peer.transport)
+        extra = [(n, v) for n, v in req.headers if n in RELAYED_HEADERS and n != "Content-Type"]
+        out = build_in_dialog(
+            far,
+            method,
+            via_host=_host(host),
+            via_port=port,
+            contact=f"<sip:sbc@{_host(host)}:{port}>",
+            user_agent=self.user_agent,
+            body=req.body,
+            content_type=req.get("Content-Type"),
+            extra=extra,
+        )
+        dest = far.peer if far is call.a else target_address(far.remote_target or "", far.peer.transport, far.peer)
+        new_key = self.tx.send_request(out, dest, now)
+        self._by_client_key[new_key] = (call, kind)
+        if method == "INVITE":
+            far.invite = out
+        return new_key
+
+    def _reinvite_response(self, call: Call, key: TransactionKey, resp: Response, now: float) -> None:
+        pending = call.pending
+        if pending is None or pending.client_key != key:
+            return
+        orig = self.tx.request(pending.server_key)
+        if orig is None:
+            return
+        if resp.status < 200:
+            if resp.status > 100:
+                self.core.respond(pending.server_key, self._mirror(orig, resp, pending.from_leg), now)
+            return
+        out = self._mirror(orig, resp, pending.from_leg)
+        self.core.respond(pending.server_key, out, now)
+        if resp.status >= 300:
+            call.pending = None
+            return
+        pending.ok_response = resp
+
+    def _ack_far(self, call: Call, pending: PendingReinvite, ack: Request, now: float) -> None:
+        far = pending.to_leg
+        host, port = self.local_address(far.peer.transport)
+        assert far.invite is not None
+        out = build_in_dialog(
+            far,
+            "ACK",
+            via_host=_host(host),
+            via_port=port,
+            contact="",
+            user_agent=self.user_agent,
+            body=ack.body,
+            content_type=ack.get("Content-Type"),
+            cseq=far.invite.cseq[0],
+        )
+        dest = far.peer if far is call.a else target_address(far.remote_target or "", far.peer.transport, far.peer)
+        self.tx.send_stateless(out, dest)
+        call.pending = None
+
+    def _relay_response(self, call: Call, key: TransactionKey, resp: Response, now: float) -> None:
+        entry = self._relay_map.get(key)
+        if entry is None:
+            return
+        server_key, orig = entry
+        if resp.status < 200 and resp.status == 100:
+            return
+        entry_leg = self._dialogs.get((orig.call_id, orig.to_tag or ""))
+        leg = entry_leg[1] if entry_leg else call.a
+        self.core.respond(server_key, self._mirror(orig, resp, leg), now)
+        if resp.status >= 200:
+            self._relay_map.pop(key, None)
+
+    def _mirror(self, orig: Request, resp: Response, leg: Leg) -> Response:
+        """``resp`` from the far leg re-made as the answer to ``orig`` on ``leg``."""
+        host, port = self.local_address(leg.peer.transport)
+        headers = [(n, v) for n, v in resp.headers if n in RELAYED_HEADERS and n != "Content-Type"]
+        if orig.method == "INVITE":
+            headers.append(("Contact", f"<sip:sbc@{_host(host)}:{port}>"))
+        if resp.body:
+            headers.append(("Content-Type", resp.get("Content-Type") or "application/sdp"))
+        return make_response(orig, resp.status, resp.reason, headers=headers, body=resp.body)
+
+    def _fail_pending(self, call: Call, now: float) -> None:
+        pending, call.pending = call.pending, None
+        if pending is None:
+            return
+        orig = self.tx.request(pending.server_key)
+        if orig is not None and pending.ok_response is None:
+            try:
+                self.core.respond(pending.server_key, make_response(orig, 408), now)
+            except TransactionError:
+                pass
+
+    # -- ending ---------------------------------------------------------------------------------
+
+    def _send_bye(self, call: Call, leg: Leg, now: float) -> None:
+        host, port = self.local_address(leg.peer.transport)
+        req = build_in_dialog(
+            leg,
+            "BYE",
+            via_host=_host(host),
+            via_port=port,
+            contact="",
+            user_agent=self.user_agent,
+        )
+        dest = leg.peer if leg is call.a else target_address(leg.remote_target or "", leg.peer.transport, leg.peer)
+        key = self.tx.send_request(req, dest, now)
+        self._by_client_key[key] = (call, "bye")
+
+    def _hangup(self, call: Call, now: float, *, by: str, reason: str) -> None:
+        """The SBC ends an established or answered call: BYE both legs."""
+        if call.state is CallState.ENDED:
+            return
+        for leg in (call.a, call.b):
+            if leg is not None and (leg is call.a or leg.remote_tag):
+                self._send_bye(call, leg, now)
+        self._finish(call, now, 200, hangup_by=by, reason=reason)
+
+    def _fail_call(self, call: Call, now: float, code: int) -> None:
+        """No attempt succeeded: give the caller ``code``."""
+        a = call.a
+        if not call.a_final_sent and a.invite is not None:
+            reason = None
+            self.core.respond(a.invite_key, make_response(a.invite, code, reason, to_tag=a.local_tag), now)
+            call.a_final_sent = True
+        self._finish(call, now, code, hangup_by=None, reason="failed")
+
+    def _finish(self, call: Call, now: float, code: int, *, hangup_by: str | None, reason: str) -> None:
+        if call.state is CallState.ENDED:
+            return
+        answered = call.answered_at is not None
+        call.state = CallState.ENDED
+        call.ended_at = now
+        call.final_code = 200 if answered else code
+        call.hangup_by = hangup_by if answered else None
+        call.end_reason = reason
+        if call.scopes:
+            self.calls_in_progress.release([s.key for s in call.scopes])
+        self.calls.pop(call.id, None)
+        self._by_server_key.pop(call.a.invite_key, None)  # type: ignore[arg-type]
+        metrics.ACTIVE_CALLS.dec()
+        self._emit_cdr(call)
+        # The dialogs stay findable a little longer so late BYEs/ACKs get proper answers;
+        # they are dropped with the call object when nothing references it.
+        for leg in (call.a, call.b):
+            if leg is not None:
+                self._dialogs.pop((leg.call_id, leg.local_tag), None)
+
+    def _emit_cdr(self, call: Call) -> None:
+        def wall(t: float) -> datetime:
+            return datetime.fromtimestamp(t + self.wall_offset, UTC)
+
+        answered = call.answered_at is not None
+        code = call.final_code or 500
+        if answered:
+            disposition = "answered"
+        elif code == 487 or call.caller_cancelled:
+            disposition = "cancelled"
+        elif code in (486, 600):
+            disposition = "busy"
+        elif code in (408, 480):
+            disposition = "no_answer"
+        elif 400 <= code < 500 or code >= 600:
+            disposition = "rejected"
+        else:
+            disposition = "failed"
+        try:
+            record = CdrRecord(
+                call_id=call.a.call_id,
+                direction=call.direction,
+                caller=call.caller or "anonymous",
+                callee=call.callee or "unknown",
+                setup_time=wall(call.setup_at),
+                end_time=wall(call.ended_at or call.setup_at),
+                disposition=disposition,
+                sip_code=200 if answered else code,
+                answer_time=wall(call.answered_at) if answered else None,
+                hangup_by=call.hangup_by,
+                customer=call.customer,
+                carrier=call.carrier,
+                trunk=call.trunk,
+                gateway=call.gateway,
+                attempts=tuple(CdrAttempt(c, g, code_, r) for c, g, code_, r in call.attempts),
+            )
+        except ValueError:
+            log.exception("could not build the CDR of call %s", call.id)
+            return
+        metrics.CALLS_ENDED.labels(call.direction, disposition).inc()
+        try:
+            self.cdr_sink(record)
+        except Exception:
+            log.exception("CDR sink failed for call %s", call.id)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def tx_source(self, key: TransactionKey) -> Address:
+        """The address a server transaction's request came from."""
+        tx = self.tx._servers.get(key)  # noqa: SLF001
+        assert tx is not None
+        return tx.peer
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _inbound_request_uri(target: str, e164: str) -> str:
+    """The Request-URI for delivering ``e164`` to a trunk target: the target's user if it has
+    one, else the dialled number."""
+    scheme, _, rest = target.partition(":")
+    if "@" in rest.split(";", 1)[0]:
+        return target
+    return f"{scheme}:{e164}@{rest}"
+
+
+def _best_code(codes: list[int]) -> int:
+    """RFC 3261 §16.7: 6xx wins, else the lowest class; 503 is not passed back (becomes 500)."""
+    six = [c for c in codes if c >= 600]
+    if six:
+        return six[0]
+    best = min(codes, key=lambda c: c // 100)
+    return 500 if best == 503 else best
