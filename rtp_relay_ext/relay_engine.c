@@ -399,11 +399,18 @@ static void *worker_main(void *arg)
         struct sched_param sp = {.sched_priority = w->engine->cfg.rt_priority};
         atomic_store(&w->realtime, pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0);
     }
+    int64_t poll_start = 0;
     while (!atomic_load(&w->stop)) {
         int timeout_ms;
         if (busy) {
-            struct timespec nap = {.tv_sec = poll_ns / 1000000000LL, .tv_nsec = poll_ns % 1000000000LL};
-            nanosleep(&nap, NULL);
+            /* Poll once per interval: nap only for what the last round's work left
+             * of it, so under heavy load the worker polls back to back. */
+            int64_t next_poll = poll_start + poll_ns;
+            if (next_poll > rr_now_ns()) {
+                struct timespec at = {.tv_sec = next_poll / 1000000000LL, .tv_nsec = next_poll % 1000000000LL};
+                while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &at, NULL) == EINTR)
+                    ;
+            }
             timeout_ms = 0;
         } else {
             int64_t wait_ns = next_scan - rr_now_ns();
@@ -412,6 +419,7 @@ static void *worker_main(void *arg)
         int n = epoll_wait(w->epfd, evs, RR_EPOLL_EVENTS, timeout_ms);
         if (n < 0 && errno != EINTR)
             break;
+        poll_start = rr_now_ns();
         busy = poll_ns > 0 && n > 0;
         pthread_mutex_lock(&w->lock);
         w->wakeups++;

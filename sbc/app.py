@@ -10,22 +10,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import time
 
+from .b2bua.auth import WallClockAuthenticator
 from .b2bua.engine import B2BUA, B2BUAConfig
 from .config import Settings
 from .core import SipCore
-from .store.cdr import CdrRecord
-from .store.store import Store
+from .overload import OverloadGuard, OverloadMonitor
+from .sip.digest import DigestAuthenticator
 from .sip.events import Address, Outgoing
 from .sip.framing import FramingError
 from .sip.timers import TimerConfig
+from .store.cdr import CdrRecord
+from .store.store import Store
 from .transport.tcp import TcpTransport
 from .transport.udp import UdpListener, start_udp
 
 log = logging.getLogger(__name__)
+
+# Most CDRs written in one transaction: bounds a transaction's size after a burst.
+CDR_BATCH_MAX = 500
 
 
 class SbcApp:
@@ -46,6 +53,8 @@ class SbcApp:
         self._cdr_queue: asyncio.Queue[CdrRecord] = asyncio.Queue()
         self._tasks: list[asyncio.Task] = []
         self._version = -1
+        self.overload = OverloadGuard(lag_threshold_s=settings.overload_lag_ms / 1000.0)
+        self._monitor: OverloadMonitor | None = None
 
     def local_hosts(self) -> set[str]:
         hosts = {"localhost", socket.gethostname().lower()}
@@ -73,16 +82,10 @@ class SbcApp:
             max_per_source=s.max_connections_per_source,
             on_framing_error=self.on_framing_error,
         )
-        for spec in s.listeners:
-            if spec.transport == "udp":
-                listener = await start_udp(spec, self.on_message)
-                self.udp[listener.local] = listener
-                self._udp_default = self._udp_default or listener
-            elif spec.transport == "tcp":
-                await self.tcp.listen(spec)
-            else:
-                raise OSError(f"transport {spec.transport} is not supported yet")
+        # Provisioning is loaded before any listener binds, so the first INVITE is routed.
         self.store = await Store.open(s.db)
+        wall_offset = time.time() - self.loop.time()
+        secret = s.auth_secret.encode() if s.auth_secret else os.urandom(32)
         self.b2bua = B2BUA(
             self.core,
             local_address=self.local_address,
@@ -93,10 +96,25 @@ class SbcApp:
                 max_call_duration_s=s.max_call_duration,
                 limit_reject_code=s.limit_reject_code,
             ),
-            wall_offset=time.time() - self.loop.time(),
+            wall_offset=wall_offset,
             user_agent=s.user_agent,
+            authenticator=WallClockAuthenticator(DigestAuthenticator(secret, s.realm), wall_offset),
+            admit=self.overload.admit_new_call if s.overload_protection else None,
         )
         await self.reload(force=True)
+        for spec in s.listeners:
+            if spec.transport == "udp":
+                listener = await start_udp(spec, self.on_message)
+                self.udp[listener.local] = listener
+                self._udp_default = self._udp_default or listener
+            elif spec.transport == "tcp":
+                await self.tcp.listen(spec)
+            else:
+                raise OSError(f"transport {spec.transport} is not supported yet")
+        self.flush()
+        if s.overload_protection:
+            self._monitor = OverloadMonitor(self.overload)
+            self._monitor.start()
         self._tasks = [
             asyncio.create_task(self._write_cdrs()),
             asyncio.create_task(self._watch_store()),
@@ -122,7 +140,8 @@ class SbcApp:
         if version == self._version and not force:
             return False
         snapshot = await self.store.load_snapshot()
-        self.b2bua.load(snapshot)
+        self.b2bua.load(snapshot, self.loop.time())
+        self.flush()
         self._version = snapshot.version
         log.info("provisioning version %d loaded", snapshot.version)
         return True
@@ -138,15 +157,25 @@ class SbcApp:
                 log.exception("reloading provisioning failed; keeping the previous tables")
 
     async def _write_cdrs(self) -> None:
+        """Write queued CDRs in batches: whatever accumulated while the last batch was written."""
         assert self.store is not None
+        queue = self._cdr_queue
         while True:
-            record = await self._cdr_queue.get()
+            batch = [await queue.get()]
+            while not queue.empty() and len(batch) < CDR_BATCH_MAX:
+                batch.append(queue.get_nowait())
             try:
-                await self.store.write_cdr(record)
+                await self.store.write_cdrs(batch)
             except Exception:
-                log.exception("writing CDR for %s failed", record.call_id)
+                # A batch the database refuses is retried row by row so one bad row loses only itself.
+                for record in batch:
+                    try:
+                        await self.store.write_cdr(record)
+                    except Exception:
+                        log.exception("writing CDR for %s failed", record.call_id)
             finally:
-                self._cdr_queue.task_done()
+                for _ in batch:
+                    queue.task_done()
 
     # -- the loop's side of the sans-I/O core -------------------------------------------------
 
@@ -206,6 +235,8 @@ class SbcApp:
         """Close listeners and connections, write the CDRs still queued, close the store."""
         if self._timer is not None:
             self._timer.cancel()
+        if self._monitor is not None:
+            self._monitor.stop()
         if self.store is not None and self._tasks:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._cdr_queue.join(), timeout=5.0)

@@ -118,11 +118,22 @@ class Settings(BaseSettings):
     tcp_idle_timeout: float = Field(DEFAULT_TCP_IDLE_TIMEOUT, gt=0)
     max_connections_per_source: int = Field(DEFAULT_MAX_CONNECTIONS_PER_SOURCE, ge=1)
     user_agent: str = Field("sbc/0.1", description="Server/User-Agent header value")
-    no_response_timeout: float = Field(4.0, gt=0, le=32, description="Seconds without any response before failover")
+    no_response_timeout: float = Field(
+        4.0, gt=0, le=32, description="Seconds without any response before failover"
+    )
     ring_timeout: float = Field(120.0, gt=0, description="Seconds of ringing before an attempt is cancelled")
     max_call_duration: float = Field(4 * 3600.0, gt=0, description="Longest call before the SBC hangs up")
     limit_reject_code: int = Field(503, ge=400, le=699, description="Response to a call over a limit")
     provision_poll_interval: float = Field(1.0, gt=0, description="Seconds between store version checks")
+    realm: str = Field("sbc", min_length=1, description="Digest realm offered to trunks")
+    auth_secret: str | None = Field(
+        None,
+        description="Secret for digest nonces; set the same on every node of a cluster (random if unset)",
+    )
+    overload_protection: bool = Field(
+        True, description="Shed new calls when the event loop lags or CPU saturates"
+    )
+    overload_lag_ms: float = Field(100.0, gt=0, description="Event loop lag that counts as overload")
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
     @field_validator("sip_listen", mode="before")

@@ -120,7 +120,13 @@ class SipCore:
         try:
             if msg.status > 699:
                 raise SIPParseError(f"status code {msg.status} out of range")
-            msg.validate()
+            # Only what matching needs is checked here (the B2BUA parses what it uses, and a
+            # header that fails then drops that response alone): full validation of every
+            # response cost ~5% of the CPU at load.
+            for name in ("From", "To", "Call-ID"):
+                if msg.get(name) is None:
+                    raise SIPParseError(f"missing {name}")
+            msg.cseq  # noqa: B018 - parses, raising on a bad CSeq
             sent_by = msg.vias()[0].host.strip("[]").lower()
         except SIPParseError as e:
             self._drop(source, "bad-response", e.reason)
@@ -283,7 +289,11 @@ class SipCore:
 
     def next_timer(self) -> float | None:
         """When :meth:`handle_timer` must next be called (monotonic seconds), or None."""
-        times = [t for t in (self.transactions.next_timer(), *(o.next_timer() for o in self.timer_owners)) if t is not None]
+        times = [
+            t
+            for t in (self.transactions.next_timer(), *(o.next_timer() for o in self.timer_owners))
+            if t is not None
+        ]
         return min(times) if times else None
 
     def handle_timer(self, now: float) -> None:

@@ -127,7 +127,7 @@ def run(
         t_cpu0 = ThreadCpu.read(tids)
         m_cpu0 = MachineCpu.read()
         wall0 = time.monotonic()
-        g = gen.run(seconds, PTIME_NS, G711_PAYLOAD, TICK_NS, DRAIN_NS)
+        g = gen.run(seconds, PTIME_NS, G711_PAYLOAD, TICK_NS, DRAIN_NS, rt_priority)
         wall = time.monotonic() - wall0
         t_cpu1 = ThreadCpu.read(tids)
         m_cpu1 = MachineCpu.read()
@@ -153,6 +153,7 @@ def run(
         "seconds": seconds,
         "workers": workers,
         "relay_realtime_workers": c1["realtime_workers"],
+        "generator_realtime_threads": g["realtime_threads"],
         "packets_sent": g["sent"],
         "packets_received": g["received"],
         "loss": (g["sent"] - g["received"]) / g["sent"] if g["sent"] else 0.0,

@@ -16,7 +16,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="relay worker threads")
     parser.add_argument("--port-min", type=int, default=DEFAULT_PORT_MIN, help="first relay port")
     parser.add_argument(
-        "--rt-priority", type=int, default=0, help="SCHED_FIFO priority of relay workers (0 = normal)"
+        "--rt-priority",
+        type=int,
+        default=0,
+        help="SCHED_FIFO priority of relay workers and generator threads (0 = normal)",
     )
     args = parser.parse_args(argv)
     result = run(

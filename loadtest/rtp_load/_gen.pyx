@@ -20,6 +20,7 @@ cdef extern from "gen.h" nogil:
         double latency_max_us
         double send_seconds
         double sender_cpu_s, receiver_cpu_s
+        int realtime_threads
 
     gen *gen_new(int calls, int socks_per_side, int rcvbuf)
     void gen_free(gen *g)
@@ -27,7 +28,7 @@ cdef extern from "gen.h" nogil:
     int gen_sock_for_call(const gen *g, int call)
     void gen_set_target(gen *g, int call, uint16_t a_port, uint16_t b_port)
     int gen_run(gen *g, double seconds, int64_t period_ns, int payload_len, int64_t tick_ns,
-                int64_t drain_ns, gen_result *out)
+                int64_t drain_ns, int rt_priority, gen_result *out)
 
 
 cdef class Generator:
@@ -56,12 +57,12 @@ cdef class Generator:
         gen_set_target(self._g, call, a_port, b_port)
 
     def run(self, double seconds, int64_t period_ns, int payload_len, int64_t tick_ns,
-            int64_t drain_ns) -> dict:
+            int64_t drain_ns, int rt_priority=0) -> dict:
         """Send for `seconds`, wait `drain_ns`, and return the counts and latency percentiles."""
         cdef gen_result r
         cdef int rc
         with nogil:
-            rc = gen_run(self._g, seconds, period_ns, payload_len, tick_ns, drain_ns, &r)
+            rc = gen_run(self._g, seconds, period_ns, payload_len, tick_ns, drain_ns, rt_priority, &r)
         if rc != 0:
             raise OSError(-rc, "generator run failed")
         return {
@@ -77,4 +78,5 @@ cdef class Generator:
             "send_seconds": r.send_seconds,
             "sender_cpu_s": r.sender_cpu_s,
             "receiver_cpu_s": r.receiver_cpu_s,
+            "realtime_threads": r.realtime_threads,
         }

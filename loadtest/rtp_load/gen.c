@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +52,8 @@ struct gen {
     uint64_t bad;
     atomic_int rx_stop;
     double rx_cpu, tx_cpu;
+    int rt_priority;
+    atomic_int realtime;
     /* sender parameters of the current run */
     double seconds;
     int64_t period_ns, tick_ns;
@@ -87,6 +90,15 @@ static double thread_cpu_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void maybe_realtime(gen *g)
+{
+    if (g->rt_priority <= 0)
+        return;
+    struct sched_param sp = {.sched_priority = g->rt_priority};
+    if (pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0)
+        atomic_fetch_add(&g->realtime, 1);
 }
 
 static int open_sock(int rcvbuf, uint16_t *port)
@@ -205,6 +217,7 @@ static void tx_flush(gen *g, int fd, tx_batch *b)
 static void *tx_main(void *arg)
 {
     gen *g = arg;
+    maybe_realtime(g);
     int nsock = g->socks_per_side;
     tx_batch *batches = calloc((size_t)(2 * nsock), sizeof(tx_batch));
     if (!batches)
@@ -280,6 +293,7 @@ static void *tx_main(void *arg)
 static void *rx_main(void *arg)
 {
     gen *g = arg;
+    maybe_realtime(g);
     static __thread uint8_t buf[GEN_BATCH][GEN_RTP_HEADER + GEN_MAX_PAYLOAD];
     static __thread uint8_t ctl[GEN_BATCH][GEN_CMSG_SPACE];
     struct mmsghdr msgs[GEN_BATCH];
@@ -361,7 +375,7 @@ static double percentile(const uint64_t *hist, uint64_t total, double q)
 }
 
 int gen_run(gen *g, double seconds, int64_t period_ns, int payload_len, int64_t tick_ns, int64_t drain_ns,
-            gen_result *out)
+            int rt_priority, gen_result *out)
 {
     if (seconds <= 0 || period_ns <= 0 || tick_ns <= 0 || payload_len < GEN_STAMP_LEN ||
         payload_len > GEN_MAX_PAYLOAD)
@@ -370,6 +384,8 @@ int gen_run(gen *g, double seconds, int64_t period_ns, int payload_len, int64_t 
     g->period_ns = period_ns;
     g->tick_ns = tick_ns;
     g->payload_len = payload_len;
+    g->rt_priority = rt_priority;
+    atomic_store(&g->realtime, 0);
     g->sent = g->send_errors = 0;
     g->first_send = g->last_send = 0;
     g->bad = 0;
@@ -409,5 +425,6 @@ int gen_run(gen *g, double seconds, int64_t period_ns, int payload_len, int64_t 
     out->send_seconds = (double)(g->last_send - g->first_send) / 1e9;
     out->sender_cpu_s = g->tx_cpu;
     out->receiver_cpu_s = g->rx_cpu;
+    out->realtime_threads = atomic_load(&g->realtime);
     return 0;
 }

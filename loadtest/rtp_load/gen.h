@@ -30,6 +30,7 @@ typedef struct gen_result {
     double latency_max_us;
     double send_seconds;       /* first send to last send */
     double sender_cpu_s, receiver_cpu_s; /* CLOCK_THREAD_CPUTIME_ID of each thread */
+    int realtime_threads;
 } gen_result;
 
 /* calls: number of calls (2 streams each); socks_per_side: sockets for each side.
@@ -43,7 +44,9 @@ int gen_sock_for_call(const gen *g, int call);
 void gen_set_target(gen *g, int call, uint16_t a_port, uint16_t b_port);
 /* Run for `seconds` of sending at period_ns per stream (payload_len bytes of
  * payload after the 12-byte RTP header), then wait drain_ns for stragglers. */
+/* rt_priority > 0: run the generator threads SCHED_FIFO (keeps a shared machine's
+ * other load from stalling the sender between its send stamp and its send). */
 int gen_run(gen *g, double seconds, int64_t period_ns, int payload_len, int64_t tick_ns, int64_t drain_ns,
-            gen_result *out);
+            int rt_priority, gen_result *out);
 
 #endif

@@ -8,6 +8,7 @@ to a CDR sink. The asyncio side only feeds it and drains what it queued.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
@@ -22,11 +23,12 @@ from routing.limits import ConcurrencyCounter, LimitHit, LimitScope, RateLimiter
 from routing.model import Snapshot, Trunk
 from routing.numbers import normalize_e164
 from routing.plan import Attempt, build_inbound_plan, build_outbound_plan
-from routing.selection import AlwaysUp, HealthView
+from routing.selection import HealthView
 from routing.tables import RoutingTables
 
 from .. import metrics
 from ..core import SipCore, new_tag
+from ..sip.errors import SIPParseError
 from ..sip.events import (
     AckReceived,
     Address,
@@ -36,7 +38,6 @@ from ..sip.events import (
     TransactionTimeout,
     TransactionTransportError,
 )
-from ..sip.errors import SIPParseError
 from ..sip.message import Request, Response, make_response
 from ..sip.transaction import TransactionError, build_ack
 from ..store.cdr import CdrAttempt, CdrRecord
@@ -52,6 +53,7 @@ from .call import (
     strip_tag,
     target_address,
 )
+from .prober import GatewayProber
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +109,8 @@ class B2BUA:
         self.local_address = local_address
         self.cdr_sink = cdr_sink
         self.config = config or B2BUAConfig()
-        self.health: HealthView = health or AlwaysUp()
+        self.prober = GatewayProber(core.transactions, local_address, user_agent=user_agent)
+        self.health: HealthView = health or self.prober.table
         self.rng = rng or random.Random()
         self.authenticator = authenticator
         self.admit = admit
@@ -128,12 +131,15 @@ class B2BUA:
         core.on_event = self._on_event
         core.dialog_handler = self._on_in_dialog
         core.timer_owners.append(self)
+        core.timer_owners.append(self.prober)
 
     # -- provisioning ---------------------------------------------------------------------------
 
-    def load(self, snapshot: Snapshot) -> None:
-        """Replace the routing tables (new calls use them; calls in progress keep theirs)."""
+    def load(self, snapshot: Snapshot, now: float) -> None:
+        """Replace the routing tables (new calls use them; calls in progress keep theirs)
+        and follow the gateways to probe."""
         self.tables = RoutingTables.build(snapshot)
+        self.prober.sync(snapshot.carriers, now)
         self.rates.configure(rate_table(snapshot))
         for problem in self.tables.problems:
             log.warning("provisioning: %s", problem)
@@ -473,6 +479,8 @@ class B2BUA:
         assert isinstance(event, ResponseReceived)
         entry = self._by_client_key.get(event.key)
         if entry is None:
+            if self.prober.owns(event.key):
+                self.prober.on_response(event.key, event.response, now)
             return
         call, kind = entry
         resp = event.response
@@ -656,6 +664,9 @@ class B2BUA:
         elif isinstance(event, AckReceived):
             self._on_ack(event.request, now)
         elif isinstance(event, (TransactionTimeout, TransactionTransportError)):
+            if self.prober.owns(event.key):
+                self.prober.on_failure(event.key, now)
+                return
             entry = self._by_client_key.pop(event.key, None)
             if entry is not None:
                 call, kind = entry
@@ -862,10 +873,8 @@ class B2BUA:
             return
         orig = self.tx.request(pending.server_key)
         if orig is not None and pending.ok_response is None:
-            try:
+            with contextlib.suppress(TransactionError):
                 self.core.respond(pending.server_key, make_response(orig, 408), now)
-            except TransactionError:
-                pass
 
     # -- ending ---------------------------------------------------------------------------------
 

@@ -1,0 +1,97 @@
+"""OPTIONS probing of carrier gateways (sans-I/O): sends the probes, feeds the health table.
+
+The schedule and the up/down hysteresis live in :class:`routing.health.HealthTable`; this class
+only turns due probes into OPTIONS client transactions and their outcome into
+``record_probe`` calls. Routing skips gateways the table says are down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from routing.health import HealthTable
+from routing.model import Carrier, Gateway
+
+from ..sip.events import Address, TransactionKey
+from ..sip.message import Request, Response
+from ..sip.transaction import TransactionLayer, make_branch
+
+# A gateway that answers OPTIONS with any 2xx-4xx, or 501 (it does not implement OPTIONS), is
+# reachable and parsing SIP (Kamailio's dispatcher is commonly set up to accept these with
+# ds_ping_reply_codes). Other 5xx, 6xx and no answer at all count as failures.
+_ALIVE_5XX = frozenset({501})
+
+
+class GatewayProber:
+    """Sends OPTIONS to every probed gateway at its carrier's interval."""
+
+    def __init__(
+        self,
+        tx: TransactionLayer,
+        local_address: Callable[[str], tuple[str, int]],
+        *,
+        user_agent: str = "sbc",
+        table: HealthTable | None = None,
+    ) -> None:
+        self.tx = tx
+        self.local_address = local_address
+        self.user_agent = user_agent
+        self.table = table or HealthTable()
+        self._inflight: dict[TransactionKey, tuple[str, Gateway, float]] = {}
+        self._seq = 0
+
+    def sync(self, carriers: Iterable[Carrier], now: float) -> None:
+        """Follow a provisioning change: new gateways get probed, removed ones forgotten."""
+        self.table.sync(carriers, now)
+
+    def next_timer(self) -> float | None:
+        return self.table.next_due_at()
+
+    def handle_timer(self, now: float) -> None:
+        """Send every probe that is due."""
+        for carrier, gateway in self.table.due_probes(now):
+            self._send(carrier, gateway, now)
+
+    def _send(self, carrier: str, gw: Gateway, now: float) -> None:
+        transport = gw.transport.lower()
+        host, port = self.local_address(transport)
+        self._seq += 1
+        target = f"[{gw.host}]" if ":" in gw.host else gw.host
+        me = f"[{host}]" if ":" in host else host
+        req = Request(
+            "OPTIONS",
+            f"sip:{target}:{gw.port}" + ("" if transport == "udp" else f";transport={transport}"),
+            [
+                ("Via", f"SIP/2.0/{transport.upper()} {me}:{port};branch={make_branch()};rport"),
+                ("Max-Forwards", "70"),
+                ("From", f"<sip:probe@{me}>;tag=probe{self._seq}"),
+                ("To", f"<sip:{target}:{gw.port}>"),
+                ("Call-ID", f"probe-{self._seq}-{make_branch()[7:]}@{me}"),
+                ("CSeq", "1 OPTIONS"),
+                ("User-Agent", self.user_agent),
+            ],
+        )
+        key = self.tx.send_request(req, Address(transport, gw.host, gw.port), now)
+        self._inflight[key] = (carrier, gw, now)
+
+    def owns(self, key: TransactionKey) -> bool:
+        """True when ``key`` is one of our probes."""
+        return key in self._inflight
+
+    def on_response(self, key: TransactionKey, response: Response, now: float) -> None:
+        """A probe was answered (provisionals are ignored)."""
+        if response.status < 200:
+            return
+        entry = self._inflight.pop(key, None)
+        if entry is None:
+            return
+        carrier, gw, sent = entry
+        ok = response.status < 500 or response.status in _ALIVE_5XX
+        self.table.record_probe(carrier, gw, ok, now - sent if ok else None, now)
+
+    def on_failure(self, key: TransactionKey, now: float) -> None:
+        """A probe timed out (Timer F) or could not be sent."""
+        entry = self._inflight.pop(key, None)
+        if entry is not None:
+            carrier, gw, _ = entry
+            self.table.record_probe(carrier, gw, False, None, now)
