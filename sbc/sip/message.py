@@ -56,6 +56,22 @@ _NAME_ADDR_LIST_HEADERS = ("Route", "Record-Route")
 # Exact spellings seen before map straight to their canonical name (bounded in headers.py).
 _NAME_CACHE_GET = _canonical_cache.get
 
+# Methods seen on nearly every message skip the token regex.
+_COMMON_METHODS = frozenset(
+    {
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "OPTIONS",
+        "REGISTER",
+        "PRACK",
+        "UPDATE",
+        "INFO",
+        "NOTIFY",
+        "SUBSCRIBE",
+    }
+)
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 _STATUS_LINE_RE = re.compile(r"SIP/(\d+)\.(\d+) (\d{3})(?: (.*))?\Z", re.S)
 _VERSION_RE = re.compile(r"SIP/\d+\.\d+\Z")
@@ -140,11 +156,20 @@ class Message:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """Return the first value of header ``name`` or ``default``."""
-        name = canonical_name(name)
+        cname = _NAME_CACHE_GET(name)
+        if cname is None:
+            cname = canonical_name(name)
         for n, v in self.headers:
-            if n == name:
+            if n == cname:
                 return v
         return default
+
+    def _first(self, cname: str) -> str | None:
+        """First value of a header given by its canonical name (the hot-field path)."""
+        for n, v in self.headers:
+            if n == cname:
+                return v
+        return None
 
     def get_all(self, name: str) -> list[str]:
         """Return the value of every ``name`` header line, in order (not split on commas)."""
@@ -210,7 +235,7 @@ class Message:
     @property
     def call_id(self) -> str:
         """The Call-ID; raises SIPParseError when absent."""
-        v = self.get("Call-ID")
+        v = self._first("Call-ID")
         if not v:
             raise SIPParseError("missing Call-ID")
         return v
@@ -220,7 +245,7 @@ class Message:
         """``(sequence number, method)`` from CSeq; raises SIPParseError when absent or bad."""
         c = self._cache.get("cseq")
         if c is None:
-            v = self.get("CSeq")
+            v = self._first("CSeq")
             if v is None:
                 raise SIPParseError("missing CSeq")
             num, sp, method = v.partition(" ")
@@ -235,7 +260,7 @@ class Message:
     @property
     def top_via(self) -> str:
         """The raw text of the topmost Via value; raises SIPParseError when there is no Via."""
-        v = self.get("Via")
+        v = self._first("Via")
         if v is None:
             raise SIPParseError("missing Via")
         if "," in v:
@@ -264,12 +289,12 @@ class Message:
     @property
     def from_tag(self) -> str | None:
         """The From header's tag parameter, or None."""
-        return _tag_of(self.get("From"))
+        return _tag_of(self._first("From"))
 
     @property
     def to_tag(self) -> str | None:
         """The To header's tag parameter, or None."""
-        return _tag_of(self.get("To"))
+        return _tag_of(self._first("To"))
 
     @property
     def content_type(self) -> str | None:
@@ -377,7 +402,10 @@ class Request(Message):
         headers: list[tuple[str, str]] | None = None,
         body: bytes = b"",
     ) -> None:
-        super().__init__(headers, body)
+        # Message.__init__ inlined: this runs once per parsed request.
+        self.headers = headers if headers is not None else []
+        self.body = body
+        self._cache = {}
         self.method = method
         self.uri = uri
 
@@ -427,7 +455,9 @@ class Response(Message):
         headers: list[tuple[str, str]] | None = None,
         body: bytes = b"",
     ) -> None:
-        super().__init__(headers, body)
+        self.headers = headers if headers is not None else []
+        self.body = body
+        self._cache = {}
         self.status = status
         self.reason = reason_phrase(status) if reason is None else reason
 
@@ -518,12 +548,16 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
         start, headers, body, lengths = _split_head_py(data)
 
     if start.startswith("SIP/"):
-        m = _STATUS_LINE_RE.match(start)
-        if m is None:
-            raise SIPParseError(f"bad status line {start[:60]!r}")
-        if m.group(1) != "2" or m.group(2) != "0":
-            raise SIPParseError(f"unsupported version in {start[:20]!r}", 505)
-        msg: Request | Response = Response(int(m.group(3)), m.group(4) or "", headers)
+        if start.startswith("SIP/2.0 ") and start[8:11].isdigit() and (len(start) == 11 or start[11] == " "):
+            # Fast path for the only version we speak; the regex below handles the rest.
+            msg: Request | Response = Response(int(start[8:11]), start[12:], headers)
+        else:
+            m = _STATUS_LINE_RE.match(start)
+            if m is None:
+                raise SIPParseError(f"bad status line {start[:60]!r}")
+            if m.group(1) != "2" or m.group(2) != "0":
+                raise SIPParseError(f"unsupported version in {start[:20]!r}", 505)
+            msg = Response(int(m.group(3)), m.group(4) or "", headers)
         if msg.status < 100:
             raise SIPParseError(f"status code {msg.status} out of range")
     else:
@@ -537,7 +571,7 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
             if _VERSION_RE.match(version):
                 raise SIPParseError(f"unsupported version {version!r}", 505)
             raise SIPParseError(f"bad request line {start[:60]!r}")
-        if not _TOKEN_RE.match(method):
+        if method not in _COMMON_METHODS and not _TOKEN_RE.match(method):
             raise SIPParseError(f"bad method {method[:20]!r}")
         msg = Request(method, uri, headers)
 
