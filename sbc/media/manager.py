@@ -1,0 +1,135 @@
+"""Media sessions of calls over the native relay: allocate, point at peers, anchor SDP, free.
+
+One relay session per media stream (m= line) of a call. The caller faces the relay's leg A and
+the callee leg B; an SDP from one side sets that side's peer, and the copy for the other side
+names the relay's ports on the other side's leg. Everything here is synchronous and cheap (the
+relay's control calls do not block); packets never come near Python.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from rtp_relay_ext import LEG_A, LEG_B, PoolExhausted, RelayEngine, RelayError
+
+from ..sip.errors import SIPParseError
+from ..sip.sdp import SessionDescription
+from .anchor import anchor, describe
+
+log = logging.getLogger(__name__)
+
+SIDE_LEG = {"a": LEG_A, "b": LEG_B}
+
+
+class MediaError(Exception):
+    """Media could not be anchored (no ports left, unusable SDP): the call must be refused (488/503)."""
+
+    def __init__(self, reason: str, status: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+@dataclass(slots=True)
+class CallMedia:
+    """The relay sessions of one call, by m= line index."""
+
+    sessions: list[int | None] = field(default_factory=list)
+    freed: bool = False
+
+
+class MediaManager:
+    """Anchors every call's media in ``engine``; ``advertised_ip`` is what SDP names."""
+
+    def __init__(self, engine: RelayEngine, advertised_ip: str) -> None:
+        self.engine = engine
+        self.advertised_ip = advertised_ip
+        self.by_session: dict[int, object] = {}
+
+    def rewrite(self, media: CallMedia, side: str, body: bytes, owner: object) -> bytes:
+        """Take an SDP (offer or answer) from ``side`` ('a' caller, 'b' callee); return the SDP
+        for the other side, pointing at the relay.
+
+        Allocates the sessions a new m= line needs, points ``side``'s leg of each at the address
+        the SDP gives (re-INVITEs move it, hold keeps the latch), and remembers ``owner`` (the
+        call) for media events. Raises MediaError: 488 for SDP that cannot be parsed, 503 when
+        the relay has no ports left.
+        """
+        try:
+            sdp = SessionDescription.parse(body)
+        except SIPParseError as e:
+            raise MediaError(f"bad SDP: {e.reason}", 488) from None
+        peers = describe(sdp)
+        leg = SIDE_LEG[side]
+        other = LEG_B if leg == LEG_A else LEG_A
+        ports: list[tuple[int, int] | None] = []
+        for peer in peers:
+            while len(media.sessions) <= peer.index:
+                media.sessions.append(None)
+            sid = media.sessions[peer.index]
+            if peer.declined:
+                ports.append(None)
+                continue
+            if sid is None:
+                try:
+                    sid = self.engine.allocate(clock_rate=peer.clock_rate, dtmf_pt=peer.dtmf_pt)
+                except PoolExhausted:
+                    raise MediaError("no relay ports left", 503) from None
+                media.sessions[peer.index] = sid
+                self.by_session[sid] = owner
+            try:
+                if peer.address is not None:
+                    rtcp = (peer.address, peer.rtcp_port) if peer.rtcp_port and not peer.rtcp_mux else None
+                    self.engine.set_peer(
+                        sid, leg, (peer.address, peer.rtp_port), rtcp, rtcp_mux=peer.rtcp_mux
+                    )
+                self.engine.set_hold(sid, peer.held)
+            except (RelayError, ValueError) as e:
+                raise MediaError(f"relay refused the peer: {e}", 488) from None
+            pair = self.engine.ports(sid)[other]
+            ports.append(pair)
+        return anchor(sdp, self.advertised_ip, ports)
+
+    def stats(self, media: CallMedia) -> dict:
+        """Per-stream statistics of a live call (for the API and metrics)."""
+        out = {}
+        for i, sid in enumerate(media.sessions):
+            if sid is not None:
+                try:
+                    out[str(i)] = _summary(self.engine.stats(sid))
+                except RelayError:
+                    continue
+        return out
+
+    def free(self, media: CallMedia) -> dict:
+        """Release the call's sessions; return their final statistics (for the CDR)."""
+        if media.freed:
+            return {}
+        media.freed = True
+        out = {}
+        for i, sid in enumerate(media.sessions):
+            if sid is None:
+                continue
+            self.by_session.pop(sid, None)
+            try:
+                out[str(i)] = _summary(self.engine.free(sid))
+            except RelayError:
+                log.warning("relay session %s was already gone", sid)
+        return out
+
+    def owner(self, session_id: int) -> object | None:
+        """The call a relay session belongs to."""
+        return self.by_session.get(session_id)
+
+
+# The per-direction figures a CDR keeps (the engine reports more).
+_CDR_KEYS = ("packets", "bytes", "lost", "jitter_ms", "out_of_order", "duplicates", "mos")
+
+
+def _summary(info: dict) -> dict:
+    return {
+        direction: {k: info[direction].get(k) for k in _CDR_KEYS if k in info[direction]}
+        for direction in ("a_to_b", "b_to_a")
+        if direction in info
+    }

@@ -1,0 +1,101 @@
+"""SDP anchoring (pure) and the media manager over the real relay engine on loopback."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+
+import pytest
+
+from rtp_relay_ext import RelayEngine
+from sbc.media.anchor import anchor, describe
+from sbc.media.manager import CallMedia, MediaError, MediaManager
+from sbc.sip.sdp import SessionDescription
+
+OFFER = (
+    b"v=0\r\no=carrier 1 1 IN IP4 203.0.113.10\r\ns=-\r\nc=IN IP4 203.0.113.10\r\nt=0 0\r\n"
+    b"m=audio 16384 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+    b"a=fmtp:101 0-16\r\na=rtcp:16385 IN IP4 203.0.113.10\r\na=candidate:1 1 UDP 2130706431 203.0.113.10 16384 typ host\r\n"
+    b"a=ice-ufrag:abcd\r\na=ice-pwd:secretsecretsecretsecret\r\na=sendrecv\r\n"
+    b"m=video 0 RTP/AVP 31\r\n"
+)
+
+
+def test_describe_reads_where_media_goes() -> None:
+    audio, video = describe(SessionDescription.parse(OFFER))
+    assert (audio.address, audio.rtp_port, audio.rtcp_port) == ("203.0.113.10", 16384, 16385)
+    assert audio.dtmf_pt == 101 and audio.clock_rate == 8000 and not audio.held
+    assert video.declined and video.address is None
+
+
+def test_anchor_hides_every_endpoint_address() -> None:
+    sdp = SessionDescription.parse(OFFER)
+    out = anchor(sdp, "198.51.100.1", [(30000, 30001), None])
+    text = out.decode()
+    assert "203.0.113.10" not in text
+    assert "candidate" not in text and "ice-" not in text
+    again = SessionDescription.parse(out)
+    assert again.media[0].port == 30000 and again.media[0].rtcp()[0] == 30001
+    assert again.media[1].port == 0
+    assert again.origin.sess_version == 2
+    assert again.media[0].rtpmap()["101"][0] == "telephone-event"
+
+
+def test_anchor_keeps_hold_address_and_speaks_ipv6() -> None:
+    held = OFFER.replace(b"c=IN IP4 203.0.113.10", b"c=IN IP4 0.0.0.0").replace(b"a=sendrecv", b"a=inactive")
+    peers = describe(SessionDescription.parse(held))
+    assert peers[0].address is None and peers[0].held
+    out = anchor(SessionDescription.parse(OFFER), "2001:db8::1", [(30000, 30001), None]).decode()
+    assert "c=IN IP6 2001:db8::1" in out and "IN IP4" not in out
+
+
+def _rtp(seq: int) -> bytes:
+    return struct.pack("!BBHII", 0x80, 0, seq, seq * 160, 0x1234) + b"\xff" * 160
+
+
+@pytest.fixture
+def engine():
+    e = RelayEngine("127.0.0.1", 41000, 41199, quarantine=0.1)
+    yield e
+    e.close()
+
+
+def test_manager_relays_audio_both_ways_through_its_own_ports(engine) -> None:
+    caller = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    callee = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for s in (caller, callee):
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(2.0)
+    manager = MediaManager(engine, "127.0.0.1")
+    media = CallMedia()
+    offer = OFFER.replace(b"203.0.113.10", b"127.0.0.1").replace(
+        b"16384", str(caller.getsockname()[1]).encode()
+    )
+    to_callee = SessionDescription.parse(manager.rewrite(media, "a", offer, owner="call-1"))
+    answer = offer.replace(str(caller.getsockname()[1]).encode(), str(callee.getsockname()[1]).encode())
+    to_caller = SessionDescription.parse(manager.rewrite(media, "b", answer, owner="call-1"))
+    a_port, b_port = to_caller.media[0].port, to_callee.media[0].port
+    assert a_port != b_port and {a_port, b_port} <= set(range(41000, 41200))
+    assert manager.owner(media.sessions[0]) == "call-1"
+
+    for seq in range(1, 21):
+        caller.sendto(_rtp(seq), ("127.0.0.1", a_port))
+        data, src = callee.recvfrom(2048)
+        assert src == ("127.0.0.1", b_port) and data == _rtp(seq)  # from the relay, not the caller
+        callee.sendto(_rtp(seq), ("127.0.0.1", b_port))
+        data, src = caller.recvfrom(2048)
+        assert src == ("127.0.0.1", a_port)
+    time.sleep(0.05)
+    final = manager.free(media)
+    assert final["0"]["a_to_b"]["packets"] == 20 and final["0"]["b_to_a"]["packets"] == 20
+    assert final["0"]["a_to_b"]["lost"] == 0
+    assert manager.free(media) == {}  # freeing twice is harmless
+    caller.close()
+    callee.close()
+
+
+def test_bad_sdp_is_a_488(engine) -> None:
+    with pytest.raises(MediaError) as e:
+        MediaManager(engine, "127.0.0.1").rewrite(CallMedia(), "a", b"not sdp at all", owner=None)
+    assert e.value.status == 488
