@@ -71,6 +71,8 @@ class PendingReinvite:
     server_key: TransactionKey
     client_key: TransactionKey | None = None
     ok_response: object = None  # the far leg's 2xx, ACKed when the originator ACKs
+    cseq: int = 0  # CSeq number of the relayed re-INVITE (its ACK reuses it, RFC 3261 §13.2.2.4)
+    from_cseq: int = 0  # CSeq number of the originator's re-INVITE (so its ACK is told apart)
 
 
 @dataclass(slots=True)
@@ -94,6 +96,9 @@ class Call:
     targets: list = field(default_factory=list)  # inbound: trunk targets in order
     target_index: int = 0
     scopes: tuple[LimitScope, ...] = ()
+    # The outbound carrier the call counts against while it is tried on (or answered by) that
+    # carrier; released when the call moves on to another carrier or ends.
+    carrier_scope: LimitScope | None = None
     answered_at: float | None = None
     ended_at: float | None = None
     final_code: int | None = None
@@ -109,9 +114,16 @@ class Call:
     a_2xx_next: float | None = None
     a_2xx_give_up: float | None = None
     b_2xx: object = None  # the callee's 2xx, ACKed when the caller's ACK arrives
+    b_ack: object = None  # (ACK, destination) sent for b_2xx, re-sent on its retransmissions
     max_end_at: float | None = None
+    timer_entries: int = 0  # entries of this call in the engine's timer heap
     pending: PendingReinvite | None = None
+    # (client key, ACK, destination) of the last re-INVITE whose 2xx we ACKed: re-sent when the
+    # far side retransmits that 2xx because the ACK was lost.
+    reinvite_ack: object = None
     dead_b_keys: set = field(default_factory=set)
+    # 2xx we hang up (abandoned attempts, extra forks): (INVITE key, To tag) -> (dialog, its ACK).
+    late_answers: dict = field(default_factory=dict)
 
     def other(self, leg: Leg) -> Leg | None:
         """The leg opposite ``leg``."""

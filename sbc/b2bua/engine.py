@@ -14,7 +14,7 @@ import itertools
 import logging
 import random
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -35,11 +35,12 @@ from ..sip.events import (
     ResponseReceived,
     StrayResponse,
     TransactionKey,
+    TransactionTerminated,
     TransactionTimeout,
     TransactionTransportError,
 )
 from ..sip.message import Request, Response, make_response
-from ..sip.transaction import TransactionError, build_ack
+from ..sip.transaction import TransactionError
 from ..store.cdr import CdrAttempt, CdrRecord
 from .call import (
     Call,
@@ -69,6 +70,16 @@ DEFAULT_MAX_CALL_DURATION_S = 4 * 3600.0
 LIMIT_RETRY_AFTER_S = 5
 # End-to-end headers relayed between legs; everything else stays on its side (topology hiding).
 RELAYED_HEADERS = ("Content-Type", "Content-Disposition", "Allow", "Session-Expires", "Min-SE", "Reason")
+# RFC 3261 §16.7 / §21.5.1: what a caller gets when the SBC itself fails while handling its call.
+CODE_INTERNAL_ERROR = 500
+# RFC 3261 §8.1.3.1: a transaction timeout counts as 408, a transport error as 503.
+CODE_TIMEOUT = 408
+CODE_TRANSPORT_ERROR = 503
+# Rebuild the call-timer heap once entries of ended calls may outnumber live ones and the heap
+# is at least this big: each answered call leaves a maximum-duration entry hours ahead, which
+# would otherwise keep every finished Call object alive until then (same rule as the
+# transaction layer's HEAP_COMPACT_MIN).
+TIMER_HEAP_COMPACT_MIN = 1024
 
 
 @dataclass(slots=True)
@@ -124,7 +135,10 @@ class B2BUA:
         self._dialogs: dict[tuple[str, str], tuple[Call, Leg]] = {}
         self._by_server_key: dict[TransactionKey, Call] = {}
         self._by_client_key: dict[TransactionKey, tuple[Call, str]] = {}
+        # Relayed in-dialog requests (INFO, UPDATE...): client key -> (server key, request).
+        self._relay_map: dict[TransactionKey, tuple[TransactionKey, Request]] = {}
         self._timers: list[tuple[float, int, Call, str]] = []
+        self._stale_timers = 0  # heap entries that belong to ended calls
         self._seq = itertools.count()
         core.on_invite = self._on_invite
         core.on_response = self._on_response
@@ -147,37 +161,70 @@ class B2BUA:
     # -- timers ---------------------------------------------------------------------------------
 
     def _at(self, when: float, call: Call, what: str) -> None:
-        heapq.heappush(self._timers, (when, next(self._seq), call, what))
+        heap = self._timers
+        heapq.heappush(heap, (when, next(self._seq), call, what))
+        call.timer_entries += 1
+        if len(heap) >= TIMER_HEAP_COMPACT_MIN and 2 * self._stale_timers > len(heap):
+            # In place: handle_timer() may be iterating over this very list.
+            heap[:] = [e for e in heap if e[2].state is not CallState.ENDED]
+            heapq.heapify(heap)
+            self._stale_timers = 0
+
+    def _pop_timer(self) -> tuple[float, int, Call, str]:
+        entry = heapq.heappop(self._timers)
+        call = entry[2]
+        call.timer_entries -= 1
+        if call.state is CallState.ENDED and self._stale_timers:
+            self._stale_timers -= 1
+        return entry
 
     def next_timer(self) -> float | None:
         """When :meth:`handle_timer` must next run (lazy deletion: early wake-ups are harmless)."""
         while self._timers and self._timers[0][2].state is CallState.ENDED:
-            heapq.heappop(self._timers)
+            self._pop_timer()
         return self._timers[0][0] if self._timers else None
 
     def handle_timer(self, now: float) -> None:
-        """Run every due call timer."""
+        """Run every due call timer. Never raises: a failure in one call's timer ends that
+        call (:meth:`_abort`) and the other timers still run."""
         while self._timers and self._timers[0][0] <= now:
-            when, _, call, what = heapq.heappop(self._timers)
+            when, _, call, what = self._pop_timer()
             if call.state is CallState.ENDED:
                 continue
-            if what == "attempt" and call.attempt_deadline is not None and call.attempt_deadline <= now:
-                self._attempt_timed_out(call, now)
-            elif what == "2xx" and call.a_2xx_next is not None and call.a_2xx_next <= now:
-                self._retransmit_2xx(call, now)
-            elif what == "max" and call.max_end_at is not None and call.max_end_at <= now:
-                self._hangup(call, now, by="sbc", reason="maximum call duration")
+            with self._isolated(call, now):
+                if what == "attempt" and call.attempt_deadline is not None and call.attempt_deadline <= now:
+                    self._attempt_timed_out(call, now)
+                elif what == "2xx" and call.a_2xx_next is not None and call.a_2xx_next <= now:
+                    self._retransmit_2xx(call, now)
+                elif what == "max" and call.max_end_at is not None and call.max_end_at <= now:
+                    self._hangup(call, now, by="sbc", reason="maximum call duration")
 
     # -- new calls ------------------------------------------------------------------------------
 
     def _on_invite(self, core: SipCore, req: Request, key: TransactionKey, now: float) -> None:
-        """A new INVITE (no To tag) arrived on server transaction ``key``."""
+        """A new INVITE (no To tag) arrived on server transaction ``key``: answer 100 and route
+        it, or refuse it. Never raises: when routing fails unexpectedly the caller gets 500 and
+        whatever the call had started (limits, an attempt) is undone."""
+        try:
+            self._new_invite(req, key, now)
+        except Exception:
+            log.exception("error setting up call %s", req.call_id)
+            call = self._by_server_key.get(key)
+            if call is not None:
+                self._abort(call, now)
+            else:
+                with contextlib.suppress(Exception):
+                    self.core.respond(key, make_response(req, CODE_INTERNAL_ERROR, to_tag=new_tag()), now)
+
+    def _new_invite(self, req: Request, key: TransactionKey, now: float) -> None:
         self.core.respond(key, make_response(req, 100), now)
         source = self.tx_source(key)
         src_ip = source.host
         if self.admit is not None and not self.admit(now):
             metrics.LIMIT_REJECTIONS.labels("overload").inc()
-            self._reject(req, key, 503, now, headers=[("Retry-After", str(LIMIT_RETRY_AFTER_S))], reason="Overloaded")
+            self._reject(
+                req, key, 503, now, headers=[("Retry-After", str(LIMIT_RETRY_AFTER_S))], reason="Overloaded"
+            )
             return
         tables = self.tables
         carrier = tables.sources.carrier_for(src_ip)
@@ -235,7 +282,9 @@ class B2BUA:
                 return None
         return normalize_e164(user, self.config.default_country_code) if user else None
 
-    def _new_call(self, req: Request, key: TransactionKey, source: Address, direction: str, now: float) -> Call:
+    def _new_call(
+        self, req: Request, key: TransactionKey, source: Address, direction: str, now: float
+    ) -> Call:
         caller_display, caller_user = display_and_user(req.get("From") or "")
         leg = Leg(
             call_id=req.call_id,
@@ -283,8 +332,8 @@ class B2BUA:
         ]
         if not self._admit_limits(call, req, key, scopes, now):
             return
-        call.targets = build_inbound_plan(trunk, self.rng)
         self._register(call)
+        call.targets = build_inbound_plan(trunk, self.rng)
         self._next_attempt(call, now)
 
     def _outbound(self, req: Request, key: TransactionKey, source: Address, trunk: Trunk, now: float) -> None:
@@ -301,16 +350,19 @@ class B2BUA:
         ]
         if not self._admit_limits(call, req, key, scopes, now):
             return
-        plan = build_outbound_plan(self.tables, e164, trunk.customer, now + self.wall_offset, self.rng, self.health)
+        self._register(call)
+        wall_now = now + self.wall_offset  # route time windows are wall-clock (UTC)
+        plan = build_outbound_plan(self.tables, e164, trunk.customer, wall_now, self.rng, self.health)
         if not plan:
-            self._register(call)
-            self._fail_call(call, now, 404 if self.tables.routes.match(e164, trunk.customer, now) is None else 503)
+            no_route = self.tables.routes.match(e164, trunk.customer, wall_now) is None
+            self._fail_call(call, now, 404 if no_route else 503)
             return
         call.failover = FailoverState(plan)
-        self._register(call)
         self._next_attempt(call, now)
 
-    def _admit_limits(self, call: Call, req: Request, key: TransactionKey, scopes: list[LimitScope], now: float) -> bool:
+    def _admit_limits(
+        self, call: Call, req: Request, key: TransactionKey, scopes: list[LimitScope], now: float
+    ) -> bool:
         hit: LimitHit | None = check_limits(scopes, now, self.rates, self.calls_in_progress)
         if hit is None:
             call.scopes = tuple(scopes)
@@ -343,7 +395,9 @@ class B2BUA:
         headers: list[tuple[str, str]] | None = None,
         reason: str | None = None,
     ) -> None:
-        self.core.respond(key, make_response(req, status, reason, to_tag=new_tag(), headers=headers or []), now)
+        self.core.respond(
+            key, make_response(req, status, reason, to_tag=new_tag(), headers=headers or []), now
+        )
 
     # -- attempts -------------------------------------------------------------------------------
 
@@ -356,16 +410,11 @@ class B2BUA:
                 if attempt is None:
                     self._fail_call(call, now, call.failover.final_code() or 503)
                     return
-                carrier = self.tables.carriers.get(attempt.carrier)
-                hit = None
-                if carrier is not None and (carrier.max_calls is not None or carrier.max_cps is not None):
-                    scope = LimitScope("carrier", carrier.name, carrier.max_calls)
-                    hit = check_limits([scope], now, self.rates, self.calls_in_progress)
-                    if hit is None:
-                        call.scopes = (*call.scopes, scope)
+                hit = self._take_carrier(call, attempt.carrier, now)
                 if hit is not None:
-                    call.attempts.append((attempt.carrier, attempt.gateway.host, 503, "carrier limit"))
-                    call.failover.record(503, "carrier limit", now=now)
+                    gateway = f"{attempt.gateway.host}:{attempt.gateway.port}"
+                    call.attempts.append((attempt.carrier, gateway, CODE_TRANSPORT_ERROR, "carrier limit"))
+                    call.failover.record(CODE_TRANSPORT_ERROR, "carrier limit", now=now)
                     continue
                 dest = Address(attempt.gateway.transport.lower(), attempt.gateway.host, attempt.gateway.port)
                 uri = f"sip:{attempt.request_user}@{_host(attempt.gateway.host)}:{attempt.gateway.port}"
@@ -375,7 +424,9 @@ class B2BUA:
                 self._send_invite(call, uri, dest, attempt, now)
                 return
             if call.target_index >= len(call.targets):
-                self._fail_call(call, now, _best_code([a[2] for a in call.attempts]) if call.attempts else 480)
+                self._fail_call(
+                    call, now, _best_code([a[2] for a in call.attempts]) if call.attempts else 480
+                )
                 return
             target = call.targets[call.target_index]
             call.target_index += 1
@@ -388,6 +439,25 @@ class B2BUA:
             self._send_invite(call, uri, dest, None, now)
             return
 
+    def _take_carrier(self, call: Call, carrier_name: str, now: float) -> LimitHit | None:
+        """Count the call against outbound carrier ``carrier_name`` (its max_calls and max_cps),
+        releasing the carrier it was counted against before, if another. A call counts once per
+        carrier however many of its gateways are tried. Returns the limit hit, or None."""
+        held = call.carrier_scope
+        if held is not None:
+            if held.name == carrier_name:
+                return None
+            call.carrier_scope = None
+            self.calls_in_progress.release([held.key])
+        carrier = self.tables.carriers.get(carrier_name)
+        if carrier is None or (carrier.max_calls is None and carrier.max_cps is None):
+            return None
+        scope = LimitScope("carrier", carrier.name, carrier.max_calls)
+        hit = check_limits([scope], now, self.rates, self.calls_in_progress)
+        if hit is None:
+            call.carrier_scope = scope
+        return hit
+
     def _send_invite(self, call: Call, uri: str, dest: Address, attempt: Attempt | None, now: float) -> None:
         host, port = self.local_address(dest.transport)
         a_inv = call.a.invite
@@ -396,7 +466,7 @@ class B2BUA:
         caller = call.caller or "anonymous"
         from_uri = f"<sip:{caller}@{_host(host)}>"
         if display:
-            from_uri = f'"{display}" {from_uri}'
+            from_uri = f"{_quoted(display)} {from_uri}"
         callee_user = uri.split(":", 1)[1].split("@", 1)[0] if "@" in uri else call.callee
         leg = Leg(
             call_id=new_call_id(_host(host)),
@@ -473,6 +543,8 @@ class B2BUA:
     # -- responses on the outbound leg ----------------------------------------------------------
 
     def _on_response(self, event: object, now: float) -> None:
+        """A response from the core (matched or stray). Never raises: a failure while handling
+        it ends the call it belongs to and nothing else."""
         if isinstance(event, StrayResponse):
             self._stray(event.response, event.source, now)
             return
@@ -480,26 +552,48 @@ class B2BUA:
         entry = self._by_client_key.get(event.key)
         if entry is None:
             if self.prober.owns(event.key):
-                self.prober.on_response(event.key, event.response, now)
+                with self._isolated(None, now):
+                    self.prober.on_response(event.key, event.response, now)
             return
         call, kind = entry
         resp = event.response
-        if kind == "invite":
-            self._invite_response(call, event.key, resp, now)
-        elif kind == "reinvite":
-            self._reinvite_response(call, event.key, resp, now)
-        elif kind == "relay":
-            self._relay_response(call, event.key, resp, now)
-        if resp.status >= 200:
-            self._by_client_key.pop(event.key, None) if kind != "invite" or resp.status >= 300 else None
+        with self._isolated(call, now):
+            if kind == "invite":
+                self._invite_response(call, event.key, resp, now)
+            elif kind == "reinvite":
+                self._reinvite_response(call, event.key, resp, now)
+            elif kind == "relay":
+                self._relay_response(call, event.key, resp, now)
+        if resp.status >= 300 or (resp.status >= 200 and kind not in ("invite", "reinvite")):
+            # INVITE keys stay until their transaction ends: every 2xx retransmission needs an ACK.
+            self._by_client_key.pop(event.key, None)
 
     def _invite_response(self, call: Call, key: TransactionKey, resp: Response, now: float) -> None:
         status = resp.status
         b = call.b
-        if key in call.dead_b_keys or b is None or b.invite_key != key:
+        live = b is not None and b.invite_key == key and key not in call.dead_b_keys
+        if live and 200 <= status < 300 and call.answered_at is not None:
+            assert b is not None
+            if resp.to_tag == b.remote_tag:
+                # A retransmission of the 2xx that answered the call: not a second answer.
+                # Re-send our ACK if it went out already; otherwise it goes when the caller ACKs.
+                self._resend_b_ack(call)
+            else:
+                self._kill_late_answer(call, key, resp, now)  # another fork answered too
+            return
+        if not live or call.state is CallState.ENDED:
             if 200 <= status < 300:
                 self._kill_late_answer(call, key, resp, now)
             return
+        assert b is not None
+        if status > 100 and status < 300:
+            try:
+                self._learn_remote(b, resp)
+            except SIPParseError as e:
+                # Dropped and counted as the core does with malformed responses: the callee
+                # retransmits a 2xx, and a provisional only informs.
+                self._drop_response(b, e)
+                return
         if status < 200:
             if status == 100:
                 # Any response stops the no-response clock; now the ring timeout runs.
@@ -509,7 +603,6 @@ class B2BUA:
             call.got_provisional = True
             call.attempt_deadline = now + self.config.ring_timeout_s
             self._at(call.attempt_deadline, call, "attempt")
-            self._learn_remote(b, resp)
             if resp.get("Require") and "100rel" in resp.get("Require", "").lower():
                 self._prack(call, b, resp, now)
             self._relay_provisional(call, resp, now)
@@ -519,12 +612,13 @@ class B2BUA:
             return
         # 2xx: the call is answered.
         call.attempt_deadline = None
-        self._learn_remote(b, resp)
         b.remote_cseq = 0
         call.b_2xx = resp
         call.answered_at = now
         call.state = CallState.ANSWERED
-        call.attempts.append((call.carrier if call.direction == "outbound" else None, call.gateway, status, resp.reason))
+        call.attempts.append(
+            (call.carrier if call.direction == "outbound" else None, call.gateway, status, resp.reason)
+        )
         if call.failover is not None and call.failover.in_flight is not None:
             call.failover.record(status, resp.reason, now=now)
         if call.caller_cancelled:
@@ -538,7 +632,7 @@ class B2BUA:
         call.a_final_sent = True
         call.a_2xx_interval = self.tx.config.t1
         call.a_2xx_next = now + call.a_2xx_interval
-        call.a_2xx_give_up = now + 64 * self.tx.config.t1
+        call.a_2xx_give_up = now + self.tx.config.timeout  # 64*T1 (RFC 3261 §13.3.1.4)
         self._at(call.a_2xx_next, call, "2xx")
         call.max_end_at = now + self.config.max_call_duration_s
         self._at(call.max_end_at, call, "max")
@@ -546,15 +640,21 @@ class B2BUA:
         del a
 
     def _learn_remote(self, leg: Leg, resp: Response) -> None:
+        """Take the dialog state of ``leg`` from a response to its INVITE (RFC 3261 §12.1.2).
+        Raises SIPParseError, leaving ``leg`` unchanged, when Contact or Record-Route is malformed."""
+        target = contact_uri(resp.get("Contact"))
+        rr = resp.values("Record-Route")
         tag = resp.to_tag
         if tag:
             leg.remote_tag = tag
-        target = contact_uri(resp.get("Contact"))
         if target:
             leg.remote_target = target
-        rr = resp.values("Record-Route")
         if rr:
             leg.route_set = list(reversed(rr))
+
+    def _drop_response(self, leg: Leg, err: SIPParseError) -> None:
+        metrics.SIP_MESSAGES_DROPPED.labels(leg.peer.transport, "bad-response").inc()
+        log.debug("dropped response from %s:%s: %s", leg.peer.host, leg.peer.port, err.reason)
 
     def _response_to_a(self, call: Call, status: int, resp: Response, now: float) -> Response:
         a = call.a
@@ -565,7 +665,9 @@ class B2BUA:
         headers.append(("Server", self.user_agent))
         if resp.body:
             headers.append(("Content-Type", resp.get("Content-Type") or "application/sdp"))
-        out = make_response(a.invite, status, resp.reason, to_tag=a.local_tag, headers=headers, body=resp.body)
+        out = make_response(
+            a.invite, status, resp.reason, to_tag=a.local_tag, headers=headers, body=resp.body
+        )
         for rr in a.invite.get_all("Record-Route"):
             out.add("Record-Route", rr)
         self.core.respond(a.invite_key, out, now)
@@ -594,13 +696,16 @@ class B2BUA:
             user_agent=self.user_agent,
             extra=[("RAck", f"{rseq.strip()} {cseq_num} {method}")],
         )
-        key = self.tx.send_request(req, target_address(leg.remote_target or "", leg.peer.transport, leg.peer), now)
+        key = self.tx.send_request(
+            req, target_address(leg.remote_target or "", leg.peer.transport, leg.peer), now
+        )
         self._by_client_key[key] = (call, "local")
 
     def _ack_b(self, call: Call, body: bytes, ctype: str | None, now: float) -> None:
+        """ACK the callee's 2xx (once; :meth:`_resend_b_ack` repeats it)."""
         b = call.b
         resp = call.b_2xx
-        if b is None or resp is None:
+        if b is None or resp is None or call.b_ack is not None:
             return
         host, port = self.local_address(b.peer.transport)
         assert b.invite is not None
@@ -615,27 +720,55 @@ class B2BUA:
             content_type=ctype,
             cseq=b.invite.cseq[0],
         )
-        self.tx.send_stateless(ack, target_address(b.remote_target or "", b.peer.transport, b.peer))
-        b.remote_cseq = b.remote_cseq  # dialog confirmed
+        dest = target_address(b.remote_target or "", b.peer.transport, b.peer)
+        call.b_ack = (ack, dest)
+        self.tx.send_stateless(ack, dest)
+
+    def _resend_b_ack(self, call: Call) -> None:
+        """Re-send the ACK of the callee's 2xx (it retransmitted the 2xx: our ACK was lost)."""
+        if call.b_ack is not None:
+            ack, dest = call.b_ack  # type: ignore[misc]
+            self.tx.send_stateless(ack, dest)
 
     def _kill_late_answer(self, call: Call, key: TransactionKey, resp: Response, now: float) -> None:
-        """A 2xx from an attempt we gave up on: ACK it and hang it up (RFC 3261 §13.2.2.4)."""
-        req = self.tx.request(key)
-        if req is None:
+        """A 2xx from an attempt we gave up on: ACK it and hang it up (RFC 3261 §13.2.2.4,
+        §15). The ACK is a new transaction to the 2xx's Contact; a retransmitted 2xx is ACKed
+        again but hung up only once."""
+        known = call.late_answers.get((key, resp.to_tag))
+        if known is not None:
+            self.tx.send_stateless(*known[1])
             return
-        ack = build_ack(req, resp)
-        dest = self._client_peer(key) or Address("udp", resp.vias()[0].host, resp.vias()[0].port or 5060)
-        self.tx.send_stateless(ack, dest)
+        req = self.tx.request(key)
+        dest = self._client_peer(key)
+        if req is None or dest is None:
+            return
         leg = Leg(
             call_id=req.call_id,
             local_tag=req.from_tag or "",
             local_uri=strip_tag(req.get("From") or ""),
             remote_uri=strip_tag(req.get("To") or ""),
-            remote_tag=resp.to_tag,
-            remote_target=contact_uri(resp.get("Contact")) or req.uri,
+            remote_target=req.uri,
             peer=dest,
             local_cseq=req.cseq[0],
         )
+        try:
+            self._learn_remote(leg, resp)
+        except SIPParseError as e:
+            self._drop_response(leg, e)
+            return
+        host, port = self.local_address(dest.transport)
+        ack = build_in_dialog(
+            leg,
+            "ACK",
+            via_host=_host(host),
+            via_port=port,
+            contact="",
+            user_agent=self.user_agent,
+            cseq=req.cseq[0],
+        )
+        ack_dest = target_address(leg.remote_target or "", dest.transport, dest)
+        call.late_answers[(key, resp.to_tag)] = (leg, (ack, ack_dest))
+        self.tx.send_stateless(ack, ack_dest)
         self._send_bye(call, leg, now)
 
     def _client_peer(self, key: TransactionKey) -> Address | None:
@@ -650,37 +783,63 @@ class B2BUA:
         if entry is None:
             return
         call, leg = entry
-        if leg is call.b and call.state is CallState.CONFIRMED:
-            self._ack_b(call, b"", None, now)
+        if leg is call.b and resp.cseq[0] == (leg.invite.cseq[0] if leg.invite else -1):
+            with self._isolated(call, now):
+                self._resend_b_ack(call)
 
     # -- caller side events ---------------------------------------------------------------------
 
     def _on_event(self, event: object, now: float) -> None:
+        """CANCELs, ACKs and transaction ends from the core. Never raises (see :meth:`_isolated`)."""
         if isinstance(event, tuple) and event and event[0] == "cancel":
             _, invite_key, _cancel = event
             call = self._by_server_key.get(invite_key)
             if call is not None:
-                self._caller_cancelled(call, now)
+                with self._isolated(call, now):
+                    self._caller_cancelled(call, now)
         elif isinstance(event, AckReceived):
-            self._on_ack(event.request, now)
+            entry = self._dialogs.get((event.request.call_id, event.request.to_tag or ""))
+            if entry is not None:
+                with self._isolated(entry[0], now):
+                    self._on_ack(event.request, now)
         elif isinstance(event, (TransactionTimeout, TransactionTransportError)):
             if self.prober.owns(event.key):
-                self.prober.on_failure(event.key, now)
+                with self._isolated(None, now):
+                    self.prober.on_failure(event.key, now)
                 return
             entry = self._by_client_key.pop(event.key, None)
             if entry is not None:
                 call, kind = entry
-                if kind == "invite" and call.b is not None and call.b.invite_key == event.key:
-                    code = 408 if isinstance(event, TransactionTimeout) else 503
-                    self._attempt_failed(call, None if code == 408 else 503, "timeout" if code == 408 else "transport error", now)
-                elif kind in ("relay", "reinvite") and call.state is not CallState.ENDED:
-                    self._fail_pending(call, now)
-                elif kind == "bye":
-                    pass
+                with self._isolated(call, now):
+                    self._client_failed(call, kind, event, now)
             else:
                 call = self._by_server_key.get(event.key)
                 if call is not None and isinstance(event, TransactionTransportError):
-                    self._hangup(call, now, by="sbc", reason="transport error")
+                    self._abort(call, now, reason="transport error")
+        elif isinstance(event, TransactionTerminated):
+            # The transaction is gone: nothing can arrive on its key any more.
+            self._by_client_key.pop(event.key, None)
+            self._relay_map.pop(event.key, None)
+
+    def _client_failed(
+        self, call: Call, kind: str, event: TransactionTimeout | TransactionTransportError, now: float
+    ) -> None:
+        """A client transaction of ``call`` got no final response (Timer B/F) or could not be sent."""
+        timeout = isinstance(event, TransactionTimeout)
+        if kind == "invite":
+            b = call.b
+            if call.state is not CallState.ENDED and b is not None and b.invite_key == event.key:
+                code = None if timeout else CODE_TRANSPORT_ERROR
+                self._attempt_failed(call, code, "timeout" if timeout else "transport error", now)
+        elif kind == "relay":
+            entry = self._relay_map.pop(event.key, None)
+            if entry is not None:
+                server_key, orig = entry
+                code = CODE_TIMEOUT if timeout else CODE_TRANSPORT_ERROR
+                with contextlib.suppress(TransactionError):
+                    self.core.respond(server_key, make_response(orig, code), now)
+        elif kind == "reinvite" and call.pending is not None and call.pending.client_key == event.key:
+            self._fail_pending(call, now)
 
     def _caller_cancelled(self, call: Call, now: float) -> None:
         if call.a_final_sent or call.state is CallState.ENDED:
@@ -709,12 +868,19 @@ class B2BUA:
             return
         call, leg = entry
         if leg is call.a and call.state is CallState.ANSWERED:
+            if call.a.invite is not None and ack.cseq[0] != call.a.invite.cseq[0]:
+                return
             call.a_2xx_next = None
             call.state = CallState.CONFIRMED
             self._ack_b(call, ack.body, ack.get("Content-Type"), now)
             return
         pending = call.pending
-        if pending is not None and pending.from_leg is leg and pending.ok_response is not None:
+        if (
+            pending is not None
+            and pending.from_leg is leg
+            and pending.ok_response is not None
+            and ack.cseq[0] == pending.from_cseq
+        ):
             self._ack_far(call, pending, ack, now)
 
     def _retransmit_2xx(self, call: Call, now: float) -> None:
@@ -727,41 +893,60 @@ class B2BUA:
         self.tx.send_stateless(call.a_2xx, call.a.peer)  # type: ignore[arg-type]
         call.a_2xx_interval = min(call.a_2xx_interval * 2, self.tx.config.t2)
         call.a_2xx_next = now + call.a_2xx_interval
+        if call.a_2xx_give_up is not None:
+            call.a_2xx_next = min(call.a_2xx_next, call.a_2xx_give_up)
         self._at(call.a_2xx_next, call, "2xx")
 
     # -- in-dialog requests ---------------------------------------------------------------------
 
     def _on_in_dialog(self, req: Request, key: TransactionKey, now: float) -> bool:
-        """A request with a To tag: handle it when it belongs to one of our dialogs."""
+        """A request with a To tag: handle it when it belongs to one of our dialogs and return
+        True (answered or relayed), else False (the core answers 481). Never raises: a failure
+        ends this call alone and the request gets 500."""
         entry = self._dialogs.get((req.call_id, req.to_tag or ""))
         if entry is None:
             return False
         call, leg = entry
+        with self._isolated(call, now, answer=(key, req)):
+            self._in_dialog(call, leg, req, key, now)
+        return True
+
+    def _in_dialog(self, call: Call, leg: Leg, req: Request, key: TransactionKey, now: float) -> None:
         if req.cseq[0] <= leg.remote_cseq and req.method not in ("ACK", "CANCEL"):
             self.core.respond(key, make_response(req, 500, "Out Of Order CSeq", to_tag=None), now)
-            return True
+            return
         leg.remote_cseq = req.cseq[0]
         method = req.method
         if method == "BYE":
             self.core.respond(key, make_response(req, 200), now)
+            if leg is call.a and call.answered_at is None:
+                # RFC 3261 §15: the caller ended its early dialog; for the callee that is a CANCEL.
+                self._caller_cancelled(call, now)
+                return
+            if call.state is CallState.ANSWERED:
+                self._ack_b(call, b"", None, now)  # the callee's 2xx is ACKed before its BYE
             other = call.other(leg)
             if other is not None:
                 self._send_bye(call, other, now)
             if call.pending is not None:
                 self._fail_pending(call, now)
             self._finish(call, now, 200, hangup_by="caller" if leg is call.a else "callee", reason="bye")
-            return True
+            return
         if method == "OPTIONS" or method == "PRACK":
             self.core.respond(key, make_response(req, 200), now)
-            return True
+            return
         if call.state is CallState.ENDED or call.other(leg) is None:
             self.core.respond(key, make_response(req, 481), now)
-            return True
+            return
+        if method == "INVITE" or method == "UPDATE":
+            # RFC 3261 §12.2.2 / RFC 3311 §5.2: a target refresh may move the peer's Contact.
+            target = contact_uri(req.get("Contact"))
+            if target:
+                leg.remote_target = target
         if method == "INVITE":
             self._relay_reinvite(call, leg, req, key, now)
-            return True
+            return
         self._relay_request(call, leg, req, key, now)
-        return True
 
     def _relay_reinvite(self, call: Call, leg: Leg, req: Request, key: TransactionKey, now: float) -> None:
         if call.pending is not None or call.state is not CallState.CONFIRMED:
@@ -771,7 +956,9 @@ class B2BUA:
         far = call.other(leg)
         assert far is not None
         new_key = self._send_far(call, far, "INVITE", req, now, "reinvite")
-        call.pending = PendingReinvite(leg, far, key, new_key)
+        out = self.tx.request(new_key)
+        assert out is not None
+        call.pending = PendingReinvite(leg, far, key, new_key, cseq=out.cseq[0], from_cseq=req.cseq[0])
 
     def _relay_request(self, call: Call, leg: Leg, req: Request, key: TransactionKey, now: float) -> None:
         far = call.other(leg)
@@ -779,14 +966,9 @@ class B2BUA:
         new_key = self._send_far(call, far, req.method, req, now, "relay")
         self._relay_map[new_key] = (key, req)
 
-    @property
-    def _relay_map(self) -> dict:
-        m = getattr(self, "_relay_map_store", None)
-        if m is None:
-            m = self._relay_map_store = {}  # type: ignore[attr-defined]
-        return m
-
-    def _send_far(self, call: Call, far: Leg, method: str, req: Request, now: float, kind: str) -> TransactionKey:
+    def _send_far(
+        self, call: Call, far: Leg, method: str, req: Request, now: float, kind: str
+    ) -> TransactionKey:
         host, port = self.local_address(far.peer.transport)
         extra = [(n, v) for n, v in req.headers if n in RELAYED_HEADERS and n != "Content-Type"]
         out = build_in_dialog(
@@ -800,16 +982,24 @@ class B2BUA:
             content_type=req.get("Content-Type"),
             extra=extra,
         )
-        dest = far.peer if far is call.a else target_address(far.remote_target or "", far.peer.transport, far.peer)
+        dest = (
+            far.peer
+            if far is call.a
+            else target_address(far.remote_target or "", far.peer.transport, far.peer)
+        )
         new_key = self.tx.send_request(out, dest, now)
         self._by_client_key[new_key] = (call, kind)
-        if method == "INVITE":
-            far.invite = out
         return new_key
 
     def _reinvite_response(self, call: Call, key: TransactionKey, resp: Response, now: float) -> None:
+        """A response to a relayed re-INVITE: mirrored to its originator. A 2xx waits for the
+        originator's ACK (:meth:`_ack_far`); its retransmissions are mirrored again, or, once
+        the ACK went out, answered by re-sending that ACK."""
         pending = call.pending
         if pending is None or pending.client_key != key:
+            done = call.reinvite_ack
+            if 200 <= resp.status < 300 and done is not None and done[0] == key:  # type: ignore[index]
+                self.tx.send_stateless(done[1], done[2])  # type: ignore[index]
             return
         orig = self.tx.request(pending.server_key)
         if orig is None:
@@ -818,6 +1008,14 @@ class B2BUA:
             if resp.status > 100:
                 self.core.respond(pending.server_key, self._mirror(orig, resp, pending.from_leg), now)
             return
+        if resp.status < 300:
+            try:
+                target = contact_uri(resp.get("Contact"))
+            except SIPParseError as e:
+                self._drop_response(pending.to_leg, e)
+                return
+            if target:
+                pending.to_leg.remote_target = target  # target refresh (RFC 3261 §12.2.1.2)
         out = self._mirror(orig, resp, pending.from_leg)
         self.core.respond(pending.server_key, out, now)
         if resp.status >= 300:
@@ -828,7 +1026,6 @@ class B2BUA:
     def _ack_far(self, call: Call, pending: PendingReinvite, ack: Request, now: float) -> None:
         far = pending.to_leg
         host, port = self.local_address(far.peer.transport)
-        assert far.invite is not None
         out = build_in_dialog(
             far,
             "ACK",
@@ -838,10 +1035,15 @@ class B2BUA:
             user_agent=self.user_agent,
             body=ack.body,
             content_type=ack.get("Content-Type"),
-            cseq=far.invite.cseq[0],
+            cseq=pending.cseq,
         )
-        dest = far.peer if far is call.a else target_address(far.remote_target or "", far.peer.transport, far.peer)
+        dest = (
+            far.peer
+            if far is call.a
+            else target_address(far.remote_target or "", far.peer.transport, far.peer)
+        )
         self.tx.send_stateless(out, dest)
+        call.reinvite_ack = (pending.client_key, out, dest)
         call.pending = None
 
     def _relay_response(self, call: Call, key: TransactionKey, resp: Response, now: float) -> None:
@@ -888,14 +1090,21 @@ class B2BUA:
             contact="",
             user_agent=self.user_agent,
         )
-        dest = leg.peer if leg is call.a else target_address(leg.remote_target or "", leg.peer.transport, leg.peer)
+        dest = (
+            leg.peer
+            if leg is call.a
+            else target_address(leg.remote_target or "", leg.peer.transport, leg.peer)
+        )
         key = self.tx.send_request(req, dest, now)
         self._by_client_key[key] = (call, "bye")
 
     def _hangup(self, call: Call, now: float, *, by: str, reason: str) -> None:
-        """The SBC ends an established or answered call: BYE both legs."""
+        """The SBC ends an established or answered call: BYE both legs (the callee's 2xx is
+        ACKed first when the caller never ACKed ours)."""
         if call.state is CallState.ENDED:
             return
+        if call.state is CallState.ANSWERED:
+            self._ack_b(call, b"", None, now)
         for leg in (call.a, call.b):
             if leg is not None and (leg is call.a or leg.remote_tag):
                 self._send_bye(call, leg, now)
@@ -911,6 +1120,11 @@ class B2BUA:
         self._finish(call, now, code, hangup_by=None, reason="failed")
 
     def _finish(self, call: Call, now: float, code: int, *, hangup_by: str | None, reason: str) -> None:
+        """End ``call`` for good: forget it, release its limits, emit its CDR (exactly once).
+
+        Its dialogs are forgotten at once: a late in-dialog request gets 481 from the core,
+        retransmissions are answered by the transaction layer, and client transactions still
+        running (BYEs, CANCELs) keep a reference to the call until they end."""
         if call.state is CallState.ENDED:
             return
         answered = call.answered_at is not None
@@ -919,17 +1133,78 @@ class B2BUA:
         call.final_code = 200 if answered else code
         call.hangup_by = hangup_by if answered else None
         call.end_reason = reason
-        if call.scopes:
-            self.calls_in_progress.release([s.key for s in call.scopes])
+        self._stale_timers += call.timer_entries
+        if call.pending is not None:
+            with contextlib.suppress(Exception):
+                self._fail_pending(call, now)  # its originator still needs a final response
         self.calls.pop(call.id, None)
         self._by_server_key.pop(call.a.invite_key, None)  # type: ignore[arg-type]
-        metrics.ACTIVE_CALLS.dec()
-        self._emit_cdr(call)
-        # The dialogs stay findable a little longer so late BYEs/ACKs get proper answers;
-        # they are dropped with the call object when nothing references it.
         for leg in (call.a, call.b):
             if leg is not None:
                 self._dialogs.pop((leg.call_id, leg.local_tag), None)
+        metrics.ACTIVE_CALLS.dec()
+        scopes = [*call.scopes, *([call.carrier_scope] if call.carrier_scope else [])]
+        call.scopes, call.carrier_scope = (), None
+        if scopes:
+            try:
+                self.calls_in_progress.release([s.key for s in scopes])
+            except ValueError:
+                log.exception("call %s: limits released twice", call.id)
+        self._emit_cdr(call)
+
+    @contextlib.contextmanager
+    def _isolated(
+        self, call: Call | None, now: float, *, answer: tuple[TransactionKey, Request] | None = None
+    ) -> Iterator[None]:
+        """Run one piece of ``call``'s handling so that an unexpected exception (a bug) ends
+        that call alone (:meth:`_abort`) and never reaches the core or another call. With
+        ``answer`` (a server transaction and its request), that request then gets 500 if it
+        has no final response yet. Swallows every ``Exception``."""
+        try:
+            yield
+        except Exception:
+            log.exception("call %s: unexpected error, ending the call", call.id if call else "-")
+            if call is not None:
+                self._abort(call, now)
+            if answer is not None and answer[1].method != "ACK":
+                key, req = answer
+                with contextlib.suppress(Exception):
+                    self.core.respond(key, make_response(req, CODE_INTERNAL_ERROR), now)
+
+    def _abort(self, call: Call, now: float, *, reason: str = "internal error") -> None:
+        """Tear ``call`` down after something went wrong on the SBC's side.
+
+        The caller gets 500 if it has no final response yet, else a BYE; the callee gets a
+        CANCEL while unanswered, else an ACK (if owed) and a BYE. The call ends with a CDR
+        (hangup by the SBC when it was answered) and its limits are released. Each step is
+        best effort; this never raises."""
+        if call.state is CallState.ENDED:
+            return
+        a, b = call.a, call.b
+        with contextlib.suppress(Exception):
+            refused = False
+            if not call.a_final_sent and a.invite is not None:
+                response = make_response(a.invite, CODE_INTERNAL_ERROR, to_tag=a.local_tag)
+                with contextlib.suppress(TransactionError):  # a 2xx may have gone out already
+                    self.core.respond(a.invite_key, response, now)
+                    refused = call.a_final_sent = True
+            if not refused and (call.a_2xx is not None or call.answered_at is not None):
+                self._send_bye(call, a, now)
+        if b is not None and call.answered_at is not None:
+            with contextlib.suppress(Exception):
+                self._ack_b(call, b"", None, now)
+            with contextlib.suppress(Exception):
+                self._send_bye(call, b, now)
+        elif b is not None and b.invite_key is not None:
+            call.dead_b_keys.add(b.invite_key)
+            with contextlib.suppress(Exception):
+                self.tx.cancel(b.invite_key, now, [("Reason", 'SIP;cause=500;text="SBC error"')])
+        try:
+            self._finish(call, now, CODE_INTERNAL_ERROR, hangup_by="sbc", reason=reason)
+        except Exception:
+            log.exception("call %s: could not finish cleanly", call.id)
+            call.state = CallState.ENDED
+            self.calls.pop(call.id, None)
 
     def _emit_cdr(self, call: Call) -> None:
         def wall(t: float) -> datetime:
@@ -987,6 +1262,11 @@ class B2BUA:
 
 def _host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _quoted(display: str) -> str:
+    """``display`` as an RFC 3261 §25.1 quoted-string (backslash and quote escaped)."""
+    return '"' + display.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _inbound_request_uri(target: str, e164: str) -> str:

@@ -7,6 +7,7 @@ only turns due probes into OPTIONS client transactions and their outcome into
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 
 from routing.health import HealthTable
@@ -15,6 +16,8 @@ from routing.model import Carrier, Gateway
 from ..sip.events import Address, TransactionKey
 from ..sip.message import Request, Response
 from ..sip.transaction import TransactionLayer, make_branch
+
+log = logging.getLogger(__name__)
 
 # A gateway that answers OPTIONS with any 2xx-4xx, or 501 (it does not implement OPTIONS), is
 # reachable and parsing SIP (Kamailio's dispatcher is commonly set up to accept these with
@@ -39,18 +42,31 @@ class GatewayProber:
         self.table = table or HealthTable()
         self._inflight: dict[TransactionKey, tuple[str, Gateway, float]] = {}
         self._seq = 0
+        # HealthTable.next_due_at() scans every tracked gateway, and the core asks for the next
+        # timer after every message; the schedule only moves in sync() and handle_timer().
+        self._next_due: float | None = self.table.next_due_at()
 
     def sync(self, carriers: Iterable[Carrier], now: float) -> None:
         """Follow a provisioning change: new gateways get probed, removed ones forgotten."""
         self.table.sync(carriers, now)
+        self._next_due = self.table.next_due_at()
 
     def next_timer(self) -> float | None:
-        return self.table.next_due_at()
+        """When the next probe is due (None when nothing is probed)."""
+        return self._next_due
 
     def handle_timer(self, now: float) -> None:
-        """Send every probe that is due."""
+        """Send every probe that is due. Never raises: a probe that cannot be built or sent
+        counts as a failed probe of its gateway."""
+        if self._next_due is None or self._next_due > now:
+            return
         for carrier, gateway in self.table.due_probes(now):
-            self._send(carrier, gateway, now)
+            try:
+                self._send(carrier, gateway, now)
+            except Exception:
+                log.exception("could not probe %s gateway %s:%s", carrier, gateway.host, gateway.port)
+                self.table.record_probe(carrier, gateway, False, None, now)
+        self._next_due = self.table.next_due_at()
 
     def _send(self, carrier: str, gw: Gateway, now: float) -> None:
         transport = gw.transport.lower()
