@@ -17,8 +17,9 @@ import time
 
 from .b2bua.auth import WallClockAuthenticator
 from .b2bua.engine import B2BUA, B2BUAConfig
-from .config import Settings
+from .config import Settings, parse_port_range
 from .core import SipCore
+from .media.manager import MediaManager
 from .overload import OverloadGuard, OverloadMonitor
 from .sip.digest import DigestAuthenticator
 from .sip.events import Address, Outgoing
@@ -55,6 +56,7 @@ class SbcApp:
         self._version = -1
         self.overload = OverloadGuard(lag_threshold_s=settings.overload_lag_ms / 1000.0)
         self._monitor: OverloadMonitor | None = None
+        self.relay = None
 
     def local_hosts(self) -> set[str]:
         hosts = {"localhost", socket.gethostname().lower()}
@@ -86,6 +88,7 @@ class SbcApp:
         self.store = await Store.open(s.db)
         wall_offset = time.time() - self.loop.time()
         secret = s.auth_secret.encode() if s.auth_secret else os.urandom(32)
+        media = self._start_relay() if s.media_anchoring else None
         self.b2bua = B2BUA(
             self.core,
             local_address=self.local_address,
@@ -100,6 +103,7 @@ class SbcApp:
             user_agent=s.user_agent,
             authenticator=WallClockAuthenticator(DigestAuthenticator(secret, s.realm), wall_offset),
             admit=self.overload.admit_new_call if s.overload_protection else None,
+            media=media,
         )
         await self.reload(force=True)
         for spec in s.listeners:
@@ -120,6 +124,24 @@ class SbcApp:
             asyncio.create_task(self._watch_store()),
         ]
         log.info("sbc listening on %s", ", ".join(str(x) for x in s.listeners))
+
+    def _start_relay(self) -> MediaManager:
+        """Start the native RTP relay and watch its event fd (media timeouts, DTMF)."""
+        from rtp_relay_ext import RelayEngine
+
+        s = self.settings
+        lo, hi = parse_port_range(s.rtp_ports)
+        self.relay = RelayEngine(
+            s.rtp_ip, lo, hi, media_timeout=s.media_timeout, hold_timeout=s.media_hold_timeout
+        )
+        assert self.loop is not None
+        self.loop.add_reader(self.relay.events_fd, self._on_relay_events)
+        return MediaManager(self.relay, s.rtp_advertised_ip or s.rtp_ip)
+
+    def _on_relay_events(self) -> None:
+        assert self.relay is not None and self.b2bua is not None and self.loop is not None
+        self.b2bua.on_media_events(self.relay.poll_events(), self.loop.time())
+        self.flush()
 
     def local_address(self, transport: str) -> tuple[str, int]:
         """The address the SBC puts in Via/Contact for ``transport`` (its first listener)."""
@@ -249,6 +271,10 @@ class SbcApp:
             await self.tcp.close()
         if self.store is not None:
             await self.store.close()
+        if self.relay is not None:
+            assert self.loop is not None
+            self.loop.remove_reader(self.relay.events_fd)
+            self.relay.close()
         self.stopped.set()
 
 

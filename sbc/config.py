@@ -130,6 +130,9 @@ class Settings(BaseSettings):
         None,
         description="Secret for digest nonces; set the same on every node of a cluster (random if unset)",
     )
+    media_anchoring: bool = Field(True, description="Relay RTP through the SBC (rewrite SDP to its ports)")
+    media_timeout: float = Field(60.0, gt=0, description="No RTP this long on an answered call: hang up")
+    media_hold_timeout: float = Field(3600.0, gt=0, description="The same for a call on hold")
     overload_protection: bool = Field(
         True, description="Shed new calls when the event loop lags or CPU saturates"
     )

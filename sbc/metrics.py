@@ -32,3 +32,4 @@ CALL_ANSWERS = Counter("sbc_call_answers_total", "Calls answered", ["direction"]
 CALLS_ENDED = Counter("sbc_calls_ended_total", "Calls ended, by disposition", ["direction", "disposition"])
 LIMIT_REJECTIONS = Counter("sbc_limit_rejections_total", "New calls refused by a limit", ["scope"])
 AUTH_FAILURES = Counter("sbc_auth_failures_total", "Digest authentications that failed", ["reason"])
+DTMF_EVENTS = Counter("sbc_dtmf_events_total", "RFC 4733 digits seen by the relay", ["from_side"])

@@ -104,6 +104,8 @@ class Call:
     final_code: int | None = None
     hangup_by: str | None = None
     end_reason: str = ""
+    media: object = None  # sbc.media.manager.CallMedia when media is anchored
+    media_stats: dict = field(default_factory=dict)
     caller_cancelled: bool = False
     attempts: list[tuple[str | None, str | None, int, str]] = field(default_factory=list)
     attempt_deadline: float | None = None

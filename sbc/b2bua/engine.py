@@ -25,9 +25,11 @@ from routing.numbers import normalize_e164
 from routing.plan import Attempt, build_inbound_plan, build_outbound_plan
 from routing.selection import HealthView
 from routing.tables import RoutingTables
+from rtp_relay_ext import DtmfEvent, MediaTimeout
 
 from .. import metrics
 from ..core import SipCore, new_tag
+from ..media.manager import CallMedia, MediaError, MediaManager
 from ..sip.errors import SIPParseError
 from ..sip.events import (
     AckReceived,
@@ -114,6 +116,7 @@ class B2BUA:
         admit: Callable[[float], bool] | None = None,
         wall_offset: float = 0.0,
         user_agent: str = "sbc",
+        media: MediaManager | None = None,
     ) -> None:
         self.core = core
         self.tx = core.transactions
@@ -127,6 +130,8 @@ class B2BUA:
         self.admit = admit
         self.wall_offset = wall_offset
         self.user_agent = user_agent
+        # Anchors every call's SDP in the RTP relay; None passes SDP through (signalling only).
+        self.media = media
         self.tables = RoutingTables.build(Snapshot())
         self.rates = RateLimiter()
         self.calls_in_progress = ConcurrencyCounter()
@@ -478,6 +483,14 @@ class B2BUA:
         )
         extra = [(n, v) for n, v in a_inv.headers if n in RELAYED_HEADERS and n != "Content-Type"]
         try:
+            offer = self._anchor(call, "a", a_inv)
+        except MediaError as e:
+            log.info("call %s: media refused: %s", call.id, e.reason)
+            if call.failover is not None and call.failover.in_flight is not None:
+                call.failover.record(e.status, e.reason, now=now)
+            self._fail_call(call, now, e.status)
+            return
+        try:
             mf = int(a_inv.get("Max-Forwards") or 70)
         except ValueError:
             mf = 70
@@ -488,7 +501,7 @@ class B2BUA:
             via_port=port,
             contact=f"<sip:sbc@{_host(host)}:{port}>",
             user_agent=self.user_agent,
-            body=a_inv.body,
+            body=offer,
             content_type=a_inv.get("Content-Type"),
             extra=extra,
         )
@@ -663,11 +676,10 @@ class B2BUA:
         headers = [(n, v) for n, v in resp.headers if n in RELAYED_HEADERS and n != "Content-Type"]
         headers.append(("Contact", f"<sip:sbc@{_host(host)}:{port}>"))
         headers.append(("Server", self.user_agent))
-        if resp.body:
+        body = self._anchor(call, "b", resp)
+        if body:
             headers.append(("Content-Type", resp.get("Content-Type") or "application/sdp"))
-        out = make_response(
-            a.invite, status, resp.reason, to_tag=a.local_tag, headers=headers, body=resp.body
-        )
+        out = make_response(a.invite, status, resp.reason, to_tag=a.local_tag, headers=headers, body=body)
         for rr in a.invite.get_all("Record-Route"):
             out.add("Record-Route", rr)
         self.core.respond(a.invite_key, out, now)
@@ -872,7 +884,7 @@ class B2BUA:
                 return
             call.a_2xx_next = None
             call.state = CallState.CONFIRMED
-            self._ack_b(call, ack.body, ack.get("Content-Type"), now)
+            self._ack_b(call, self._anchor(call, "a", ack), ack.get("Content-Type"), now)
             return
         pending = call.pending
         if (
@@ -978,7 +990,7 @@ class B2BUA:
             via_port=port,
             contact=f"<sip:sbc@{_host(host)}:{port}>",
             user_agent=self.user_agent,
-            body=req.body,
+            body=self._anchor(call, "b" if far is call.a else "a", req),
             content_type=req.get("Content-Type"),
             extra=extra,
         )
@@ -1006,7 +1018,7 @@ class B2BUA:
             return
         if resp.status < 200:
             if resp.status > 100:
-                self.core.respond(pending.server_key, self._mirror(orig, resp, pending.from_leg), now)
+                self.core.respond(pending.server_key, self._mirror(call, orig, resp, pending.from_leg), now)
             return
         if resp.status < 300:
             try:
@@ -1016,7 +1028,7 @@ class B2BUA:
                 return
             if target:
                 pending.to_leg.remote_target = target  # target refresh (RFC 3261 §12.2.1.2)
-        out = self._mirror(orig, resp, pending.from_leg)
+        out = self._mirror(call, orig, resp, pending.from_leg)
         self.core.respond(pending.server_key, out, now)
         if resp.status >= 300:
             call.pending = None
@@ -1033,7 +1045,7 @@ class B2BUA:
             via_port=port,
             contact="",
             user_agent=self.user_agent,
-            body=ack.body,
+            body=self._anchor(call, "a" if pending.from_leg is call.a else "b", ack),
             content_type=ack.get("Content-Type"),
             cseq=pending.cseq,
         )
@@ -1055,19 +1067,47 @@ class B2BUA:
             return
         entry_leg = self._dialogs.get((orig.call_id, orig.to_tag or ""))
         leg = entry_leg[1] if entry_leg else call.a
-        self.core.respond(server_key, self._mirror(orig, resp, leg), now)
+        self.core.respond(server_key, self._mirror(call, orig, resp, leg), now)
         if resp.status >= 200:
             self._relay_map.pop(key, None)
 
-    def _mirror(self, orig: Request, resp: Response, leg: Leg) -> Response:
+    def _mirror(self, call: Call, orig: Request, resp: Response, leg: Leg) -> Response:
         """``resp`` from the far leg re-made as the answer to ``orig`` on ``leg``."""
         host, port = self.local_address(leg.peer.transport)
         headers = [(n, v) for n, v in resp.headers if n in RELAYED_HEADERS and n != "Content-Type"]
         if orig.method == "INVITE":
             headers.append(("Contact", f"<sip:sbc@{_host(host)}:{port}>"))
-        if resp.body:
+        body = self._anchor(call, "b" if leg is call.a else "a", resp)
+        if body:
             headers.append(("Content-Type", resp.get("Content-Type") or "application/sdp"))
-        return make_response(orig, resp.status, resp.reason, headers=headers, body=resp.body)
+        return make_response(orig, resp.status, resp.reason, headers=headers, body=body)
+
+    def _anchor(self, call: Call, side: str, msg: Request | Response) -> bytes:
+        """The body of ``msg`` (from ``side``: 'a' caller, 'b' callee) for the other side: SDP
+        rewritten to the relay when media is anchored, anything else unchanged.
+        Raises MediaError when the SDP cannot be anchored."""
+        body = msg.body
+        if self.media is None or not body or msg.content_type != "application/sdp":
+            return body
+        if call.media is None:
+            call.media = CallMedia()
+        return self.media.rewrite(call.media, side, body, call)
+
+    def on_media_events(self, events: list, now: float) -> None:
+        """Relay events: a media timeout ends its answered call (BYE both legs, CDR says
+        "media timeout"); DTMF digits are counted."""
+        if self.media is None:
+            return
+        for event in events:
+            call = self.media.owner(event.session_id)
+            if not isinstance(call, Call) or call.state is CallState.ENDED:
+                continue
+            if isinstance(event, MediaTimeout):
+                if call.answered_at is not None:
+                    log.info("call %s: no RTP for %.1f s", call.id, event.idle)
+                    self._hangup(call, now, by="sbc", reason="media timeout")
+            elif isinstance(event, DtmfEvent):
+                metrics.DTMF_EVENTS.labels("caller" if event.leg == 0 else "callee").inc()
 
     def _fail_pending(self, call: Call, now: float) -> None:
         pending, call.pending = call.pending, None
@@ -1133,6 +1173,11 @@ class B2BUA:
         call.final_code = 200 if answered else code
         call.hangup_by = hangup_by if answered else None
         call.end_reason = reason
+        if self.media is not None and call.media is not None:
+            try:
+                call.media_stats = self.media.free(call.media)
+            except Exception:
+                log.exception("call %s: freeing its media failed", call.id)
         self._stale_timers += call.timer_entries
         if call.pending is not None:
             with contextlib.suppress(Exception):
@@ -1241,6 +1286,8 @@ class B2BUA:
                 trunk=call.trunk,
                 gateway=call.gateway,
                 attempts=tuple(CdrAttempt(c, g, code_, r) for c, g, code_, r in call.attempts),
+                end_reason=call.end_reason[:64],
+                media={"streams": call.media_stats} if call.media_stats else {},
             )
         except ValueError:
             log.exception("could not build the CDR of call %s", call.id)

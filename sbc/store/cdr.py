@@ -100,6 +100,7 @@ class CdrRecord:
     sip_code: int
     answer_time: datetime | None = None
     hangup_by: str | None = None
+    end_reason: str = ""
     customer: str | None = None
     carrier: str | None = None
     trunk: str | None = None

@@ -73,6 +73,8 @@ TIME_WINDOW_LEN = 11
 TRANSPORTS: tuple[str, ...] = ("udp", "tcp", "tls")
 #: Column width of a transport name ("udp", "tcp", "tls"; room for "ws"/"wss"/"sctp" later).
 TRANSPORT_MAX_LEN = 8
+#: Column width of a CDR's end reason (short phrases chosen by the call engine).
+CDR_REASON_MAX_LEN = 64
 #: Column width of the CDR enumerations (direction, disposition, hangup_by): longest is "no_answer".
 CDR_ENUM_MAX_LEN = 16
 #: A SHA-256 digest in hex (API keys are stored only as this digest).
@@ -409,6 +411,8 @@ class CdrRow(Base):
     disposition: Mapped[str] = mapped_column(String(CDR_ENUM_MAX_LEN), nullable=False)
     sip_code: Mapped[int] = mapped_column(Integer, nullable=False)
     hangup_by: Mapped[str | None] = mapped_column(String(CDR_ENUM_MAX_LEN))
+    #: Why the call ended, in words ("bye", "media timeout", "no ACK from caller", ...).
+    end_reason: Mapped[str] = mapped_column(String(CDR_REASON_MAX_LEN), default="")
     media: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
 
 

@@ -353,6 +353,7 @@ def _cdr_from_row(row: CdrRow) -> CdrRecord:
         disposition=row.disposition,
         sip_code=row.sip_code,
         hangup_by=row.hangup_by,
+        end_reason=row.end_reason or "",
         media=row.media,
     )
 
@@ -483,6 +484,7 @@ def _cdr_values(cdr: CdrRecord) -> dict[str, Any]:
         "disposition": cdr.disposition,
         "sip_code": cdr.sip_code,
         "hangup_by": cdr.hangup_by,
+        "end_reason": cdr.end_reason,
         "media": dict(cdr.media),
     }
 
