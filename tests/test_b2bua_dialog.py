@@ -542,3 +542,28 @@ def test_finished_calls_do_not_pile_up_in_the_timer_heap() -> None:
 
     assert len(net.b2bua._timers) <= TIMER_HEAP_COMPACT_MIN
     assert net.b2bua.next_timer() is None
+
+
+def test_session_timer_expiry_tears_the_call_down() -> None:
+    """RFC 4028: a session refreshed with Session-Expires that is not refreshed again in
+    time is dead: the SBC sends BYE to both legs and the CDR says why."""
+    net = Net()
+    c = establish_inbound(net)
+    c.b.request("UPDATE")
+    upd = c.a.take_in_dialog("UPDATE")
+    c.a.respond(upd, 200, headers=[("Session-Expires", "90;refresher=uas")])
+    assert c.callee.take(200).get("Session-Expires") == "90;refresher=uas"
+    net.advance(60.0)
+    # A refresh at 60 s pushes the deadline to 150 s.
+    c.a.request("UPDATE")
+    upd2 = c.b.take_in_dialog("UPDATE")
+    c.b.respond(upd2, 200, headers=[("Session-Expires", "90;refresher=uac")])
+    c.caller.take(200)
+    net.advance(89.0)
+    c.caller.quiet()
+    c.callee.quiet()
+    net.advance(1.0)
+    c.a.respond(c.a.take_in_dialog("BYE"), 200)
+    c.b.respond(c.b.take_in_dialog("BYE"), 200)
+    cdr = net.cdr()
+    assert cdr.hangup_by == "sbc" and cdr.end_reason == "session timer expired"

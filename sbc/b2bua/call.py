@@ -105,6 +105,7 @@ class Call:
     hangup_by: str | None = None
     end_reason: str = ""
     media: object = None  # sbc.media.manager.CallMedia when media is anchored
+    session_expires_at: float | None = None  # RFC 4028 watchdog
     media_stats: dict = field(default_factory=dict)
     caller_cancelled: bool = False
     attempts: list[tuple[str | None, str | None, int, str]] = field(default_factory=list)

@@ -68,6 +68,8 @@ DEFAULT_RING_TIMEOUT_S = 120.0
 # Longest call the SBC lets through before hanging up both sides: a runaway-billing guard
 # (many carriers cap at 4 h; jambonz and Twilio default to 4 h as well).
 DEFAULT_MAX_CALL_DURATION_S = 4 * 3600.0
+# RFC 4028 §4: Session-Expires below 90 s is refused (422); smaller values are ignored here.
+MIN_SESSION_EXPIRES_S = 90
 # Retry-After seconds on a limit 503 (RFC 3261 §20.33): short, callers retry soon.
 LIMIT_RETRY_AFTER_S = 5
 # End-to-end headers relayed between legs; everything else stays on its side (topology hiding).
@@ -203,6 +205,12 @@ class B2BUA:
                     self._retransmit_2xx(call, now)
                 elif what == "max" and call.max_end_at is not None and call.max_end_at <= now:
                     self._hangup(call, now, by="sbc", reason="maximum call duration")
+                elif (
+                    what == "session"
+                    and call.session_expires_at is not None
+                    and call.session_expires_at <= now
+                ):
+                    self._hangup(call, now, by="sbc", reason="session timer expired")
 
     # -- new calls ------------------------------------------------------------------------------
 
@@ -649,8 +657,21 @@ class B2BUA:
         self._at(call.a_2xx_next, call, "2xx")
         call.max_end_at = now + self.config.max_call_duration_s
         self._at(call.max_end_at, call, "max")
+        self._session_refreshed(call, resp, now)
         metrics.CALL_ANSWERS.labels(call.direction).inc()
         del a
+
+    def _session_refreshed(self, call: Call, resp: Response, now: float) -> None:
+        """A 2xx to INVITE/UPDATE carrying Session-Expires (RFC 4028) restarts the session
+        watchdog: without another refresh by then, the session is dead and both legs get BYE."""
+        value = resp.get("Session-Expires") or resp.get("x")
+        if not value:
+            return
+        seconds = value.split(";", 1)[0].strip()
+        if not seconds.isdigit() or int(seconds) < MIN_SESSION_EXPIRES_S:
+            return
+        call.session_expires_at = now + int(seconds)
+        self._at(call.session_expires_at, call, "session")
 
     def _learn_remote(self, leg: Leg, resp: Response) -> None:
         """Take the dialog state of ``leg`` from a response to its INVITE (RFC 3261 §12.1.2).
@@ -1034,6 +1055,7 @@ class B2BUA:
             call.pending = None
             return
         pending.ok_response = resp
+        self._session_refreshed(call, resp, now)
 
     def _ack_far(self, call: Call, pending: PendingReinvite, ack: Request, now: float) -> None:
         far = pending.to_leg
@@ -1070,6 +1092,8 @@ class B2BUA:
         self.core.respond(server_key, self._mirror(call, orig, resp, leg), now)
         if resp.status >= 200:
             self._relay_map.pop(key, None)
+            if orig.method == "UPDATE" and resp.status < 300:
+                self._session_refreshed(call, resp, now)
 
     def _mirror(self, call: Call, orig: Request, resp: Response, leg: Leg) -> Response:
         """``resp`` from the far leg re-made as the answer to ``orig`` on ``leg``."""
