@@ -7,6 +7,7 @@ import sys
 
 BENCHMARKS = {
     "parse": "loadtest.bench_parse",
+    "calls": "loadtest.bench_calls",
 }
 
 
