@@ -215,6 +215,11 @@ class SourceClassifier:
                     out.append(t)
         return out
 
+    @property
+    def any_credentials(self) -> bool:
+        """True when some trunk authenticates by digest (so an unknown source may be one)."""
+        return bool(self._usernames)
+
     def trunks_for_username(self, username: str) -> list[Trunk]:
         """Trunks holding a digest credential with exactly this ``username`` (digest usernames are
         compared exactly: the digest response hashes the username as sent), in snapshot order; empty

@@ -101,7 +101,9 @@ class SbcApp:
             ),
             wall_offset=wall_offset,
             user_agent=s.user_agent,
-            authenticator=WallClockAuthenticator(DigestAuthenticator(secret, s.realm), wall_offset),
+            authenticator=WallClockAuthenticator(
+                DigestAuthenticator(secret, s.realm, algorithms=tuple(s.auth_algorithms)), wall_offset
+            ),
             admit=self.overload.admit_new_call if s.overload_protection else None,
             media=media,
         )

@@ -126,6 +126,13 @@ class Settings(BaseSettings):
     limit_reject_code: int = Field(503, ge=400, le=699, description="Response to a call over a limit")
     provision_poll_interval: float = Field(1.0, gt=0, description="Seconds between store version checks")
     realm: str = Field("sbc", min_length=1, description="Digest realm offered to trunks")
+    auth_algorithms: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["MD5", "SHA-256"],
+        description=(
+            "Digest challenges offered, most preferred first (MD5, SHA-256). MD5 leads by default:"
+            " many PBXs and SIPp answer the first challenge whatever its algorithm (RFC 8760 2.4)"
+        ),
+    )
     auth_secret: str | None = Field(
         None,
         description="Secret for digest nonces; set the same on every node of a cluster (random if unset)",
@@ -145,6 +152,28 @@ class Settings(BaseSettings):
         if isinstance(v, str):
             return [p for p in v.replace(",", " ").split() if p]
         return v
+
+    @field_validator("auth_algorithms", mode="before")
+    @classmethod
+    def _split_algorithms(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [p for p in v.replace(",", " ").split() if p]
+        return v
+
+    @field_validator("auth_algorithms")
+    @classmethod
+    def _check_algorithms(cls, v: list[str]) -> list[str]:
+        known = {"MD5": "MD5", "SHA-256": "SHA-256"}
+        out = []
+        for item in v:
+            name = known.get(item.upper())
+            if name is None:
+                raise ValueError(f"{item!r} is not a digest algorithm: MD5 or SHA-256")
+            if name not in out:
+                out.append(name)
+        if not out:
+            raise ValueError("at least one digest algorithm is needed")
+        return out
 
     @field_validator("sip_listen")
     @classmethod

@@ -50,7 +50,7 @@ def test_cancel_after_ringing() -> None:
     carrier.quiet()
     pbx.quiet()
     cdr = net.cdr()
-    assert cdr.disposition == "cancelled" and cdr.sip_code == 487 and cdr.hangup_by is None
+    assert cdr.disposition == "cancelled" and cdr.sip_code == 487 and cdr.hangup_by == "caller"
     assert net.b2bua.calls == {}
 
 

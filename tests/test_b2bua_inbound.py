@@ -219,7 +219,10 @@ def test_unassigned_number_gets_404() -> None:
     net.advance(40)
     carrier.quiet()  # ACKed: no retransmission of the 404
     pbx.quiet()
-    assert net.cdrs == []
+    # The carrier's attempt is billed and traceable: one CDR, refused with 404.
+    [cdr] = net.cdrs
+    assert (cdr.direction, cdr.carrier, cdr.sip_code, cdr.disposition) == ("inbound", "telco", 404, "rejected")
+    assert cdr.end_reason == "Unassigned Number" and cdr.attempts == ()
     call2 = carrier.invite("+19998887777")
     carrier.take(100)
     call2.ack(carrier.take(404))

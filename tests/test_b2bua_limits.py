@@ -51,7 +51,9 @@ def test_trunk_max_calls_rejects_second_call_and_releases_after_the_first() -> N
     uas.answer()
     third.ack(carrier.take(200))
     uas.take_ack()
-    assert [cdr.disposition for cdr in net.cdrs] == ["answered"]  # a refused call is no CDR
+    # The refused call has its CDR too (503, the limit named), before the answered one.
+    assert [(cdr.sip_code, cdr.disposition) for cdr in net.cdrs] == [(503, "failed"), (200, "answered")]
+    assert net.cdrs[0].end_reason == "Trunk calls limit reached"
 
 
 def test_trunk_limit_released_by_failed_and_cancelled_calls() -> None:

@@ -260,8 +260,8 @@ class B2BUA:
         """Digest-authenticate a caller no ACL knows: a Trunk, None (refuse 403), or False
         when the request was answered here (401 challenge)."""
         auth = self.authenticator
-        if auth is None:
-            return None
+        if auth is None or not self.tables.sources.any_credentials:
+            return None  # nobody could authenticate: a challenge would only invite guessing
         has_creds = req.get("Authorization") is not None or req.get("Proxy-Authorization") is not None
         if not has_creds:
             self.core.respond(key, auth.challenge(req, now), now)  # type: ignore[attr-defined]
@@ -327,15 +327,17 @@ class B2BUA:
         e164 = self._dialled(req)
         number = self.tables.numbers.lookup(e164) if e164 else None
         trunk = self.tables.numbers.trunk_for(number) if number is not None else None
+        call = self._new_call(req, key, source, "inbound", now)
+        call.callee, call.carrier = e164 or "", carrier
         if number is None or number.customer is None:
-            self._reject(req, key, 404, now, reason="Unassigned Number")
+            self._refuse(call, req, key, 404, now, reason="Unassigned Number")
             return
+        call.customer = number.customer
         if trunk is None:
             # Applications and media endpoints come with the programmable-routing issues.
-            self._reject(req, key, 480, now, reason="Destination Not Supported Yet")
+            self._refuse(call, req, key, 480, now, reason="Destination Not Supported Yet")
             return
-        call = self._new_call(req, key, source, "inbound", now)
-        call.callee, call.customer, call.trunk, call.carrier = e164, number.customer, trunk.name, carrier
+        call.trunk = trunk.name
         customer = self.tables.customers.get(number.customer)
         carrier_obj = self.tables.carriers.get(carrier)
         scopes = [
@@ -351,11 +353,13 @@ class B2BUA:
 
     def _outbound(self, req: Request, key: TransactionKey, source: Address, trunk: Trunk, now: float) -> None:
         e164 = self._dialled(req)
-        if e164 is None:
-            self._reject(req, key, 484, now)
-            return
         call = self._new_call(req, key, source, "outbound", now)
-        call.callee, call.customer, call.trunk = e164, trunk.customer, trunk.name
+        call.customer, call.trunk = trunk.customer, trunk.name
+        if e164 is None:
+            call.callee = _user_or_empty(req.get("To"))
+            self._refuse(call, req, key, 484, now, reason="Address Incomplete")
+            return
+        call.callee = e164
         customer = self.tables.customers.get(trunk.customer)
         scopes = [
             LimitScope("customer", trunk.customer, customer.max_calls if customer else None),
@@ -381,7 +385,8 @@ class B2BUA:
             call.scopes = tuple(scopes)
             return True
         metrics.LIMIT_REJECTIONS.labels(hit.kind).inc()
-        self._reject(
+        self._refuse(
+            call,
             req,
             key,
             self.config.limit_reject_code,
@@ -390,6 +395,29 @@ class B2BUA:
             reason=f"{hit.kind.title()} {hit.limit} limit reached",
         )
         return False
+
+    def _refuse(
+        self,
+        call: Call,
+        req: Request,
+        key: TransactionKey,
+        status: int,
+        now: float,
+        *,
+        headers: list[tuple[str, str]] | None = None,
+        reason: str,
+    ) -> None:
+        """Refuse a known party's call before routing it, and still give it a CDR.
+
+        A carrier or an authenticated customer made a call attempt (unassigned number, limit,
+        bad number): billing and troubleshooting need that row. Anonymous sources refused with
+        403 get none, so a scan cannot fill the CDR table."""
+        self._reject(req, key, status, now, headers=headers, reason=reason)
+        call.state = CallState.ENDED
+        call.ended_at = now
+        call.final_code = status
+        call.end_reason = reason
+        self._emit_cdr(call)
 
     def _register(self, call: Call) -> None:
         self.calls[call.id] = call
@@ -1195,7 +1223,8 @@ class B2BUA:
         call.state = CallState.ENDED
         call.ended_at = now
         call.final_code = 200 if answered else code
-        call.hangup_by = hangup_by if answered else None
+        # Before an answer only the caller can hang up (CANCEL); a failure is nobody's hang-up.
+        call.hangup_by = hangup_by if answered else ("caller" if call.caller_cancelled else None)
         call.end_reason = reason
         if self.media is not None and call.media is not None:
             try:
@@ -1329,6 +1358,14 @@ class B2BUA:
         tx = self.tx._servers.get(key)  # noqa: SLF001
         assert tx is not None
         return tx.peer
+
+
+def _user_or_empty(value: str | None) -> str:
+    """The user part of a name-addr, or "" when it does not parse (for a CDR's callee)."""
+    try:
+        return display_and_user(value or "")[1] or ""
+    except SIPParseError:
+        return ""
 
 
 def _host(host: str) -> str:

@@ -221,7 +221,11 @@ class DigestAuthenticator:
         *,
         nc_cache_size: int = NC_CACHE_SIZE,
         random_bytes: Callable[[int], bytes] = os.urandom,
+        algorithms: tuple[str, ...] = SERVER_ALGORITHMS,
     ) -> None:
+        if not algorithms or any(a not in SERVER_ALGORITHMS for a in algorithms):
+            raise ValueError(f"digest algorithms must be a non-empty subset of {SERVER_ALGORITHMS}")
+        self.algorithms = tuple(algorithms)
         if len(secret) < MIN_SECRET_BYTES:
             raise ValueError(f"digest secret must be at least {MIN_SECRET_BYTES} bytes")
         if not realm or _CRLF_NUL_RE.search(realm):
@@ -281,14 +285,14 @@ class DigestAuthenticator:
     # -- challenge -------------------------------------------------------------------------------
 
     def challenge_values(self, now: float, *, stale: bool = False) -> list[str]:
-        """The challenge header values (SHA-256 first, then MD5), sharing one fresh nonce.
+        """The challenge header values (``algorithms`` in order), sharing one fresh nonce.
 
         Both carry ``qop="auth"`` and the opaque; ``stale=true`` when ``stale``. A shared nonce lets a
         client answer either; the count bookkeeping is per nonce, whichever algorithm it picked.
         """
         nonce = self.new_nonce(now)
         values = []
-        for algorithm in SERVER_ALGORITHMS:
+        for algorithm in self.algorithms:
             value = (
                 f"Digest realm={quote_string(self.realm)}, nonce={quote_string(nonce)}, "
                 f'opaque="{self.opaque}", algorithm={algorithm}, qop="auth"'
@@ -309,7 +313,8 @@ class DigestAuthenticator:
     ) -> Response:
         """Build the 401 (WWW-Authenticate) or, with ``proxy``, 407 (Proxy-Authenticate) for ``request``.
 
-        Two challenges, SHA-256 then MD5 (RFC 8760 §2.4: most preferred first), one fresh nonce.
+        One challenge per algorithm in ``algorithms`` order (RFC 8760 §2.4: most preferred first),
+        one fresh nonce.
         ``stale`` marks a re-challenge after :meth:`verify` said ``stale``. The To tag is ``to_tag`` or
         a random one (the request's own tag wins when it has one, as for any in-dialog response).
         Raises ValueError only for a ``now`` that :meth:`new_nonce` refuses (negative, not finite).
@@ -381,7 +386,7 @@ class DigestAuthenticator:
             if not creds.get(key):
                 return AuthResult(False, username, REASON_MALFORMED)
         alg = _ALGORITHMS.get(creds.get("algorithm", "MD5").lower())
-        if alg is None or alg.name not in SERVER_ALGORITHMS:
+        if alg is None or alg.name not in self.algorithms:
             return AuthResult(False, username, REASON_UNSUPPORTED_ALGORITHM)
         qop = creds.get("qop")
         nc = 0
