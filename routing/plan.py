@@ -87,14 +87,41 @@ def build_outbound_plan(
     route = tables.routes.match(e164, customer, now)
     if route is None:
         return []
-    up: list[Attempt] = []
-    everything: list[Attempt] = []
+    carriers = []
     seen_carriers: set[str] = set()
     for rc in weighted_order(route.carriers, rng):
         carrier = tables.carriers.get(rc.name)
         if carrier is None or carrier.name in seen_carriers:
             continue
         seen_carriers.add(carrier.name)
+        carriers.append(carrier)
+    return _gateway_attempts(carriers, e164, rng, health)[:max_attempts]
+
+
+def build_carrier_plan(
+    carrier: Carrier,
+    e164: str,
+    rng: random.Random,
+    health: HealthView,
+    *,
+    max_attempts: int = MAX_PLAN_ATTEMPTS,
+) -> list[Attempt]:
+    """The attempts for a call to ``e164`` through ``carrier`` alone (no route lookup): its
+    gateways by priority then weight, healthy ones only unless all are down. Used when a call
+    names its carrier (``POST /v1/calls`` with ``carrier``). Raises ``ValueError`` like
+    :func:`build_outbound_plan` for a non-canonical ``e164``."""
+    if not is_canonical_e164(e164):
+        raise ValueError(f"{e164!r} is not a canonical +E164 number")
+    return _gateway_attempts([carrier], e164, rng, health)[:max_attempts]
+
+
+def _gateway_attempts(
+    carriers: list[Carrier], e164: str, rng: random.Random, health: HealthView
+) -> list[Attempt]:
+    """Every distinct gateway of ``carriers`` in order; the healthy ones, or all when none is."""
+    up: list[Attempt] = []
+    everything: list[Attempt] = []
+    for carrier in carriers:
         user = format_request_user(e164, carrier)
         seen_gateways: set[tuple[str, int, str]] = set()
         for gw in weighted_order(carrier.gateways, rng):
@@ -105,7 +132,7 @@ def build_outbound_plan(
             everything.append(Attempt(carrier.name, gw, user, carrier.failover_codes, last_resort=True))
             if health.is_up(carrier.name, gw):
                 up.append(Attempt(carrier.name, gw, user, carrier.failover_codes))
-    return (up or everything)[:max_attempts]
+    return up or everything
 
 
 def build_inbound_plan(trunk: Trunk, rng: random.Random) -> list[TrunkTarget]:

@@ -76,6 +76,21 @@ class PendingReinvite:
 
 
 @dataclass(slots=True)
+class Origin:
+    """What an originated call (``POST /v1/calls``) bridges to once its callee answers.
+
+    Such a call has no caller's INVITE: the SBC places leg ``b`` (the callee, by LCR or a named
+    carrier) with an SDP offer of its own, and when ``b`` answers it places leg ``a`` to
+    ``bridge_uri``, offering ``b``'s media through the relay. ``a`` is then a client leg."""
+
+    bridge_uri: str
+    bridge_dest: Address
+    invite_key: TransactionKey | None = None  # the INVITE to the bridge target while it runs
+    bridged: bool = False  # the bridge target answered and was ACKed
+    a_ack: object = None  # (ACK, destination) of the bridge target's 2xx, re-sent on retransmission
+
+
+@dataclass(slots=True)
 class Call:
     """One call through the SBC: the inbound leg ``a`` and the outbound leg ``b`` in progress."""
 
@@ -127,6 +142,7 @@ class Call:
     dead_b_keys: set = field(default_factory=set)
     # 2xx we hang up (abandoned attempts, extra forks): (INVITE key, To tag) -> (dialog, its ACK).
     late_answers: dict = field(default_factory=dict)
+    origin: Origin | None = None  # set for calls the API originated
 
     def other(self, leg: Leg) -> Leg | None:
         """The leg opposite ``leg``."""

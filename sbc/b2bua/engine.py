@@ -13,6 +13,7 @@ import heapq
 import itertools
 import logging
 import random
+import re
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from routing.failover import FailoverState
 from routing.limits import ConcurrencyCounter, LimitHit, LimitScope, RateLimiter, check_limits, rate_table
 from routing.model import Snapshot, Trunk
 from routing.numbers import normalize_e164
-from routing.plan import Attempt, build_inbound_plan, build_outbound_plan
+from routing.plan import Attempt, build_carrier_plan, build_inbound_plan, build_outbound_plan
 from routing.selection import HealthView
 from routing.tables import RoutingTables
 from rtp_relay_ext import DtmfEvent, MediaTimeout
@@ -48,6 +49,7 @@ from .call import (
     Call,
     CallState,
     Leg,
+    Origin,
     PendingReinvite,
     build_in_dialog,
     contact_uri,
@@ -56,6 +58,7 @@ from .call import (
     strip_tag,
     target_address,
 )
+from .control import LiveCall, LiveLeg, OriginateError
 from .prober import GatewayProber
 
 log = logging.getLogger(__name__)
@@ -502,7 +505,7 @@ class B2BUA:
     def _send_invite(self, call: Call, uri: str, dest: Address, attempt: Attempt | None, now: float) -> None:
         host, port = self.local_address(dest.transport)
         a_inv = call.a.invite
-        assert a_inv is not None
+        assert a_inv is not None or call.origin is not None
         display = call.caller_display
         caller = call.caller or "anonymous"
         from_uri = f"<sip:{caller}@{_host(host)}>"
@@ -517,9 +520,9 @@ class B2BUA:
             peer=dest,
             remote_target=uri,
         )
-        extra = [(n, v) for n, v in a_inv.headers if n in RELAYED_HEADERS and n != "Content-Type"]
+        extra = [] if a_inv is None else [(n, v) for n, v in a_inv.headers if n in RELAYED_HEADERS and n != "Content-Type"]
         try:
-            offer = self._anchor(call, "a", a_inv)
+            offer = self._origin_offer(call) if a_inv is None else self._anchor(call, "a", a_inv)
         except MediaError as e:
             log.info("call %s: media refused: %s", call.id, e.reason)
             if call.failover is not None and call.failover.in_flight is not None:
@@ -527,7 +530,7 @@ class B2BUA:
             self._fail_call(call, now, e.status)
             return
         try:
-            mf = int(a_inv.get("Max-Forwards") or 70)
+            mf = int((a_inv.get("Max-Forwards") if a_inv is not None else None) or 70)
         except ValueError:
             mf = 70
         req = build_in_dialog(
@@ -538,7 +541,7 @@ class B2BUA:
             contact=f"<sip:sbc@{_host(host)}:{port}>",
             user_agent=self.user_agent,
             body=offer,
-            content_type=a_inv.get("Content-Type"),
+            content_type=a_inv.get("Content-Type") if a_inv is not None else "application/sdp",
             extra=extra,
         )
         req.set("Max-Forwards", str(max(0, mf - 1)))
@@ -613,7 +616,9 @@ class B2BUA:
                 self._reinvite_response(call, event.key, resp, now)
             elif kind == "relay":
                 self._relay_response(call, event.key, resp, now)
-        if resp.status >= 300 or (resp.status >= 200 and kind not in ("invite", "reinvite")):
+            elif kind == "bridge":
+                self._bridge_response(call, event.key, resp, now)
+        if resp.status >= 300 or (resp.status >= 200 and kind not in ("invite", "reinvite", "bridge")):
             # INVITE keys stay until their transaction ends: every 2xx retransmission needs an ACK.
             self._by_client_key.pop(event.key, None)
 
@@ -674,6 +679,13 @@ class B2BUA:
             self._ack_b(call, b"", None, now)
             self._send_bye(call, b, now)
             self._finish(call, now, 487, hangup_by="caller", reason="cancelled")
+            return
+        if call.origin is not None:
+            self._ack_b(call, b"", None, now)
+            call.max_end_at = now + self.config.max_call_duration_s
+            self._at(call.max_end_at, call, "max")
+            metrics.CALL_ANSWERS.labels(call.direction).inc()
+            self._place_bridge(call, resp, now)
             return
         a = call.a
         ok = self._response_to_a(call, 200, resp, now)
@@ -739,7 +751,8 @@ class B2BUA:
             return
         if call.state is CallState.ROUTING:
             call.state = CallState.EARLY
-        self._response_to_a(call, resp.status, resp, now)
+        if call.origin is None:
+            self._response_to_a(call, resp.status, resp, now)
 
     def _prack(self, call: Call, leg: Leg, resp: Response, now: float) -> None:
         """Acknowledge a reliable provisional ourselves (RFC 3262 §7.2: PRACK with RAck)."""
@@ -901,6 +914,9 @@ class B2BUA:
                     self.core.respond(server_key, make_response(orig, code), now)
         elif kind == "reinvite" and call.pending is not None and call.pending.client_key == event.key:
             self._fail_pending(call, now)
+        elif kind == "bridge" and call.origin is not None and call.origin.invite_key == event.key:
+            code = CODE_TIMEOUT if timeout else CODE_TRANSPORT_ERROR
+            self._bridge_failed(call, code, "timeout" if timeout else "transport error", now)
 
     def _caller_cancelled(self, call: Call, now: float) -> None:
         if call.a_final_sent or call.state is CallState.ENDED:
@@ -987,7 +1003,9 @@ class B2BUA:
             if call.state is CallState.ANSWERED:
                 self._ack_b(call, b"", None, now)  # the callee's 2xx is ACKed before its BYE
             other = call.other(leg)
-            if other is not None:
+            if call.origin is not None and other is call.a and not call.origin.bridged:
+                self._cancel_bridge(call, now)
+            elif other is not None:
                 self._send_bye(call, other, now)
             if call.pending is not None:
                 self._fail_pending(call, now)
@@ -1045,7 +1063,7 @@ class B2BUA:
         )
         dest = (
             far.peer
-            if far is call.a
+            if far is call.a and call.origin is None
             else target_address(far.remote_target or "", far.peer.transport, far.peer)
         )
         new_key = self.tx.send_request(out, dest, now)
@@ -1184,7 +1202,7 @@ class B2BUA:
         )
         dest = (
             leg.peer
-            if leg is call.a
+            if leg is call.a and call.origin is None
             else target_address(leg.remote_target or "", leg.peer.transport, leg.peer)
         )
         key = self.tx.send_request(req, dest, now)
@@ -1198,7 +1216,9 @@ class B2BUA:
         if call.state is CallState.ANSWERED:
             self._ack_b(call, b"", None, now)
         for leg in (call.a, call.b):
-            if leg is not None and (leg is call.a or leg.remote_tag):
+            if leg is call.a and call.origin is not None and not call.origin.bridged:
+                self._cancel_bridge(call, now)
+            elif leg is not None and (leg is call.a or leg.remote_tag):
                 self._send_bye(call, leg, now)
         self._finish(call, now, 200, hangup_by=by, reason=reason)
 
@@ -1224,7 +1244,9 @@ class B2BUA:
         call.ended_at = now
         call.final_code = 200 if answered else code
         # Before an answer only the caller can hang up (CANCEL); a failure is nobody's hang-up.
-        call.hangup_by = hangup_by if answered else ("caller" if call.caller_cancelled else None)
+        if not answered and hangup_by != "api":
+            hangup_by = "caller" if call.caller_cancelled else None
+        call.hangup_by = hangup_by
         call.end_reason = reason
         if self.media is not None and call.media is not None:
             try:
@@ -1325,7 +1347,7 @@ class B2BUA:
         try:
             record = CdrRecord(
                 call_id=call.a.call_id,
-                direction=call.direction,
+                direction="originated" if call.origin is not None else call.direction,
                 caller=call.caller or "anonymous",
                 callee=call.callee or "unknown",
                 setup_time=wall(call.setup_at),
@@ -1351,6 +1373,278 @@ class B2BUA:
         except Exception:
             log.exception("CDR sink failed for call %s", call.id)
 
+    # -- call control for the API (sbc.b2bua.control.CallControl) -------------------------------
+
+    def live_calls(self, customer: str | None = None) -> list[LiveCall]:
+        """Calls in progress, oldest first; only ``customer``'s when given."""
+        calls = [c for c in self.calls.values() if customer is None or c.customer == customer]
+        calls.sort(key=lambda c: c.setup_at)
+        return [self._live(c) for c in calls]
+
+    def find_call(self, call_id: str, customer: str | None = None) -> Call | None:
+        """The live call ``call_id`` (the SBC's id), if it exists and belongs to ``customer``."""
+        call = self.calls.get(call_id)
+        if call is None or (customer is not None and call.customer != customer):
+            return None
+        return call
+
+    def hangup(self, call_id: str, now: float, customer: str | None = None) -> bool:
+        """End a live call on behalf of the API: BYE to answered legs, CANCEL to ringing ones,
+        487 to a caller still waiting. Returns False when there is no such call (for
+        ``customer``). The CDR says ``hangup_by="api"``."""
+        call = self.find_call(call_id, customer)
+        if call is None:
+            return False
+        with self._isolated(call, now):
+            if call.answered_at is not None:
+                self._hangup(call, now, by="api", reason="hung up through the API")
+                return True
+            a = call.a
+            if not call.a_final_sent and a.invite is not None:
+                self.core.respond(a.invite_key, make_response(a.invite, 487, to_tag=a.local_tag), now)
+                call.a_final_sent = True
+            b = call.b
+            if b is not None and b.invite_key is not None:
+                self.tx.cancel(b.invite_key, now, [("Reason", 'SIP;cause=487;text="Hung up by API"')])
+                call.dead_b_keys.add(b.invite_key)
+                self._by_client_key[b.invite_key] = (call, "invite")
+            call.end_reason = "hung up through the API"
+            self._finish(call, now, 487, hangup_by="api", reason="hung up through the API")
+        return True
+
+    def originate(
+        self,
+        *,
+        caller: str,
+        callee: str,
+        bridge_to: str,
+        now: float,
+        carrier: str | None = None,
+        customer: str | None = None,
+    ) -> LiveCall:
+        """Place a call to ``callee`` and bridge it to ``bridge_to`` when answered (see
+        :class:`sbc.b2bua.control.CallControl`). Raises OriginateError before any SIP is sent:
+        404 unknown customer, carrier or trunk; 422 unusable number or URI; 503 no media
+        anchoring, no route, or a limit reached."""
+        if self.media is None:
+            raise OriginateError(503, "originating calls needs media anchoring (SBC_MEDIA_ANCHORING=true)")
+        if not _CALLER_RE.fullmatch(caller or ""):
+            raise OriginateError(422, f"caller {caller!r} is not a usable calling number or user")
+        e164 = normalize_e164(callee, self.config.default_country_code)
+        if e164 is None:
+            raise OriginateError(422, f"callee {callee!r} is not a phone number")
+        tables = self.tables
+        customer_obj = None
+        if customer is not None:
+            customer_obj = tables.customers.get(customer)
+            if customer_obj is None:
+                raise OriginateError(404, f"no customer {customer!r}")
+        bridge_uri, bridge_dest = self._bridge_target(bridge_to, e164, customer)
+        if carrier is not None:
+            carrier_obj = tables.carriers.get(carrier)
+            if carrier_obj is None:
+                raise OriginateError(404, f"no carrier {carrier!r}")
+            plan = build_carrier_plan(carrier_obj, e164, self.rng, self.health)
+        else:
+            plan = build_outbound_plan(tables, e164, customer, now + self.wall_offset, self.rng, self.health)
+        if not plan:
+            raise OriginateError(503, f"no route to {e164}")
+        scopes = [LimitScope("customer", customer, customer_obj.max_calls)] if customer_obj else []
+        hit = check_limits(scopes, now, self.rates, self.calls_in_progress) if scopes else None
+        if hit is not None:
+            metrics.LIMIT_REJECTIONS.labels(hit.kind).inc()
+            raise OriginateError(503, f"{hit.kind} {hit.limit} limit reached")
+        host, _port = self.local_address(bridge_dest.transport)
+        bridge_user = bridge_uri.split(":", 1)[1].split("@", 1)[0] if "@" in bridge_uri else e164
+        a = Leg(
+            call_id=new_call_id(_host(host)),
+            local_tag=new_tag(),
+            local_uri=f"<sip:{e164}@{_host(host)}>",
+            remote_uri=f"<sip:{bridge_user}@{_host(bridge_dest.host)}>",
+            peer=bridge_dest,
+            remote_target=bridge_uri,
+        )
+        call = Call(
+            id=secrets.token_hex(8), direction="outbound", a=a, caller=caller, callee=e164, setup_at=now
+        )
+        call.customer = customer
+        call.origin = Origin(bridge_uri, bridge_dest)
+        call.scopes = tuple(scopes)
+        self.calls[call.id] = call
+        metrics.ACTIVE_CALLS.inc()
+        metrics.CALL_ATTEMPTS.labels(call.direction).inc()
+        call.failover = FailoverState(plan)
+        with self._isolated(call, now):
+            self._next_attempt(call, now)
+        return self._live(call)
+
+    def _bridge_target(self, bridge_to: str, e164: str, customer: str | None) -> tuple[str, Address]:
+        """Request-URI and address of ``bridge_to``: ``trunk:CUSTOMER/NAME`` (its first target,
+        the callee's number as user) or a ``sip:`` URI with an IP address."""
+        if bridge_to.startswith("trunk:"):
+            owner, _, name = bridge_to[len("trunk:"):].partition("/")
+            trunk = self.tables.numbers.trunk(owner, name)
+            if trunk is None or (customer is not None and owner != customer):
+                raise OriginateError(404, f"no trunk {bridge_to[len('trunk:'):]!r}")
+            targets = build_inbound_plan(trunk, self.rng)
+            if not targets:
+                raise OriginateError(422, f"trunk {owner}/{name} has no targets")
+            uri = _inbound_request_uri(targets[0].uri, e164)
+        elif bridge_to.startswith(("sip:", "sips:")):
+            uri = bridge_to
+        else:
+            raise OriginateError(422, "bridge_to must be trunk:CUSTOMER/NAME or a sip: URI")
+        dest = target_address(uri, "udp", Address("udp", "0.0.0.0", 0))
+        if dest.port == 0:
+            raise OriginateError(422, f"{uri!r} does not name an IP address the SBC can reach")
+        return uri, dest
+
+    def _origin_offer(self, call: Call) -> bytes:
+        """The SBC's own SDP offer for an originated call's callee: G.711 and RFC 4733 events on
+        relay ports. The bridge side is not known yet: its leg points at the discard port of the
+        SBC's own address (RFC 863) until the bridge target answers. Raises MediaError."""
+        assert self.media is not None
+        ip = self.media.advertised_ip
+        family = "IP6" if ":" in ip else "IP4"
+        sdp = (
+            f"v=0\r\no=sbc 1 1 IN {family} {ip}\r\ns=-\r\nc=IN {family} {ip}\r\nt=0 0\r\n"
+            "m=audio 9 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
+            "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n"
+        ).encode()
+        if call.media is None:
+            call.media = CallMedia()
+        return self.media.rewrite(call.media, "a", sdp, call)
+
+    def _place_bridge(self, call: Call, answer: Response, now: float) -> None:
+        """The callee answered an originated call: INVITE the bridge target, offering the
+        callee's media (its answer, anchored) so the two talk through the relay."""
+        origin = call.origin
+        assert origin is not None
+        a = call.a
+        host, port = self.local_address(origin.bridge_dest.transport)
+        try:
+            offer = self._anchor(call, "b", answer)
+        except MediaError as e:
+            self._bridge_failed(call, e.status, e.reason, now)
+            return
+        req = build_in_dialog(
+            a,
+            "INVITE",
+            via_host=_host(host),
+            via_port=port,
+            contact=f"<sip:sbc@{_host(host)}:{port}>",
+            user_agent=self.user_agent,
+            body=offer,
+            content_type="application/sdp" if offer else None,
+        )
+        a.invite = req
+        key = self.tx.send_request(req, origin.bridge_dest, now)
+        origin.invite_key = a.invite_key = key
+        self._by_client_key[key] = (call, "bridge")
+        self._dialogs[(a.call_id, a.local_tag)] = (call, a)
+
+    def _bridge_response(self, call: Call, key: TransactionKey, resp: Response, now: float) -> None:
+        """A response from the bridge target of an originated call."""
+        origin = call.origin
+        a = call.a
+        if origin is None or key != origin.invite_key:
+            return
+        status = resp.status
+        if 200 <= status < 300 and origin.bridged:
+            if resp.to_tag == a.remote_tag and origin.a_ack is not None:
+                self.tx.send_stateless(*origin.a_ack)  # our ACK was lost
+            elif resp.to_tag != a.remote_tag:
+                self._kill_late_answer(call, key, resp, now)  # a second fork answered
+            return
+        if call.state is CallState.ENDED:
+            if 200 <= status < 300:
+                self._kill_late_answer(call, key, resp, now)
+            return
+        if status < 200:
+            if status > 100:
+                with contextlib.suppress(SIPParseError):
+                    self._learn_remote(a, resp)
+            return
+        if status >= 300:
+            self._bridge_failed(call, status, resp.reason, now)
+            return
+        try:
+            self._learn_remote(a, resp)
+        except SIPParseError as e:
+            self._drop_response(a, e)
+            return
+        a.remote_cseq = 0
+        with contextlib.suppress(MediaError):
+            self._anchor(call, "a", resp)  # points the relay at the bridge target's media
+        ack = build_in_dialog(
+            a, "ACK", via_host=_host(self.local_address(a.peer.transport)[0]),
+            via_port=self.local_address(a.peer.transport)[1], contact="", user_agent=self.user_agent,
+            cseq=a.invite.cseq[0] if a.invite is not None else None,
+        )  # fmt: skip
+        dest = target_address(a.remote_target or "", a.peer.transport, a.peer)
+        origin.a_ack = (ack, dest)
+        origin.bridged = True
+        self.tx.send_stateless(ack, dest)
+        call.state = CallState.CONFIRMED
+
+    def _bridge_failed(self, call: Call, code: int, reason: str, now: float) -> None:
+        """The bridge target refused or never answered: the answered callee gets a BYE."""
+        if call.state is CallState.ENDED:
+            return
+        call.attempts.append((None, f"{call.a.peer.host}:{call.a.peer.port}", code, f"bridge: {reason}"))
+        b = call.b
+        if b is not None:
+            self._send_bye(call, b, now)
+        self._finish(call, now, code, hangup_by="sbc", reason=f"bridge target answered {code}")
+
+    def _cancel_bridge(self, call: Call, now: float) -> None:
+        """Stop ringing the bridge target of an originated call (its INVITE is still running)."""
+        origin = call.origin
+        if origin is not None and origin.invite_key is not None and not origin.bridged:
+            with contextlib.suppress(TransactionError):
+                self.tx.cancel(origin.invite_key, now, [("Reason", 'SIP;cause=487;text="Call ended"')])
+
+    def _live(self, call: Call) -> LiveCall:
+        """The API's view of ``call``."""
+
+        def leg_view(side: str, leg: Leg | None) -> LiveLeg | None:
+            if leg is None or (side == "a" and call.origin is not None and leg.invite is None):
+                return None
+            confirmed = leg.remote_tag is not None and (
+                call.answered_at is not None if side == "b" else call.origin is None or call.origin.bridged
+            )
+            return LiveLeg(
+                side=side,
+                call_id=leg.call_id,
+                peer=f"{leg.peer.host}:{leg.peer.port}",
+                remote_uri=leg.remote_uri,
+                state="ended" if call.state is CallState.ENDED else "confirmed" if confirmed else "early",
+            )
+
+        legs = tuple(v for v in (leg_view("a", call.a), leg_view("b", call.b)) if v is not None)
+        media: dict = {}
+        if self.media is not None and call.media is not None and not call.media.freed:
+            with contextlib.suppress(Exception):
+                media = self.media.stats(call.media)
+        return LiveCall(
+            id=call.id,
+            direction="originated" if call.origin is not None else call.direction,
+            state=str(call.state),
+            caller=call.caller,
+            callee=call.callee,
+            customer=call.customer,
+            carrier=call.carrier,
+            trunk=call.trunk,
+            gateway=call.gateway,
+            setup_at=call.setup_at + self.wall_offset,
+            answered_at=call.answered_at + self.wall_offset if call.answered_at is not None else None,
+            legs=legs,
+            attempts=tuple(
+                {"carrier": c, "gateway": g, "code": code, "reason": r} for c, g, code, r in call.attempts
+            ),
+            media=media,
+        )
+
     # -- helpers --------------------------------------------------------------------------------
 
     def tx_source(self, key: TransactionKey) -> Address:
@@ -1358,6 +1652,11 @@ class B2BUA:
         tx = self.tx._servers.get(key)  # noqa: SLF001
         assert tx is not None
         return tx.peer
+
+
+# A calling number or user for an originated call's From: what a SIP user part may hold
+# without escaping, bounded like a dialled number.
+_CALLER_RE = re.compile(r"[A-Za-z0-9+*#._-]{1,64}")
 
 
 def _user_or_empty(value: str | None) -> str:

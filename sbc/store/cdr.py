@@ -13,7 +13,8 @@ from datetime import datetime
 from typing import Any
 
 #: Which way the call went through the SBC: carrier -> customer is inbound.
-DIRECTIONS: frozenset[str] = frozenset({"inbound", "outbound"})
+#: "originated": placed by the SBC itself (``POST /v1/calls``), callee first, then the bridge target.
+DIRECTIONS: frozenset[str] = frozenset({"inbound", "outbound", "originated"})
 
 #: How a call ended, as billing and reports group calls:
 #: answered (2xx), busy (486/600), no_answer (408/480 or ring timeout), cancelled (caller gave up,
@@ -21,8 +22,8 @@ DIRECTIONS: frozenset[str] = frozenset({"inbound", "outbound"})
 DISPOSITIONS: frozenset[str] = frozenset({"answered", "busy", "no_answer", "cancelled", "rejected", "failed"})
 
 #: Who ended an answered call: the calling party, the called party, or the SBC itself
-#: (limits, media timeout, shutdown).
-HANGUP_PARTIES: frozenset[str] = frozenset({"caller", "callee", "sbc"})
+#: (limits, media timeout, shutdown), or an API client (``DELETE /v1/calls/{id}``).
+HANGUP_PARTIES: frozenset[str] = frozenset({"caller", "callee", "sbc", "api"})
 
 #: Valid SIP status codes (RFC 3261 §21: 1xx to 6xx).
 SIP_CODE_MIN = 100
