@@ -81,6 +81,13 @@ RELAYED_HEADERS = ("Content-Type", "Content-Disposition", "Allow", "Session-Expi
 CODE_INTERNAL_ERROR = 500
 # RFC 3261 §8.1.3.1: a transaction timeout counts as 408, a transport error as 503.
 CODE_TIMEOUT = 408
+# Responses to an in-dialog request that terminate the dialog (RFC 5057 §5.1, "dialog usage").
+DIALOG_GONE_CODES = frozenset({408, 481})
+# What a caller gets when the callee redirected (3xx): "Temporarily Unavailable" (RFC 3261
+# §21.4.18), as Kamailio-based SBCs that do not follow redirects answer.
+CODE_REDIRECT_REFUSED = 480
+# A callee that rang this long without answering: the call ends "no answer" (RFC 3261 §21.4.18).
+CODE_NO_ANSWER = 480
 CODE_TRANSPORT_ERROR = 503
 # Rebuild the call-timer heap once entries of ended calls may outnumber live ones and the heap
 # is at least this big: each answered call leaves a maximum-duration entry hours ahead, which
@@ -206,6 +213,9 @@ class B2BUA:
                     self._attempt_timed_out(call, now)
                 elif what == "2xx" and call.a_2xx_next is not None and call.a_2xx_next <= now:
                     self._retransmit_2xx(call, now)
+                elif what == "reinvite2xx" and call.pending is not None and call.pending.ok_next is not None:
+                    if call.pending.ok_next <= now:
+                        self._retransmit_reinvite_2xx(call, now)
                 elif what == "max" and call.max_end_at is not None and call.max_end_at <= now:
                     self._hangup(call, now, by="sbc", reason="maximum call duration")
                 elif (
@@ -564,7 +574,14 @@ class B2BUA:
         reason = "no answer" if call.got_provisional else "no response"
         self.tx.cancel(b.invite_key, now, [("Reason", 'SIP;cause=408;text="Timeout"')])
         call.dead_b_keys.add(b.invite_key)
-        self._attempt_failed(call, None if not call.got_provisional else 408, reason, now)
+        if not call.got_provisional:
+            self._attempt_failed(call, None, reason, now)
+        elif call.direction == "outbound":
+            # The callee's phone rang and nobody answered: another carrier would ring it again.
+            # 480 fails over only where a carrier lists it in its failover codes.
+            self._attempt_failed(call, CODE_NO_ANSWER, reason, now)
+        else:
+            self._attempt_failed(call, CODE_TIMEOUT, reason, now)  # inbound: hunt the next target
 
     def _attempt_failed(self, call: Call, code: int | None, reason: str, now: float) -> None:
         b = call.b
@@ -1100,12 +1117,47 @@ class B2BUA:
         if resp.status >= 300:
             call.pending = None
             return
+        if pending.ok_response is None:
+            # The TU retransmits a 2xx to INVITE until the ACK (RFC 3261 §13.3.1.4).
+            pending.ok_out = out
+            pending.ok_interval = self.tx.config.t1
+            pending.ok_next = now + pending.ok_interval
+            pending.ok_give_up = now + self.tx.config.timeout
+            self._at(pending.ok_next, call, "reinvite2xx")
         pending.ok_response = resp
         self._session_refreshed(call, resp, now)
 
-    def _ack_far(self, call: Call, pending: PendingReinvite, ack: Request, now: float) -> None:
+    def _retransmit_reinvite_2xx(self, call: Call, now: float) -> None:
+        """Re-send the mirrored 2xx of a relayed re-INVITE; without an ACK by 64*T1 the far
+        side's 2xx is ACKed by the SBC and the call is ended with BYE (RFC 3261 §13.3.1.4),
+        rather than every later re-INVITE getting 491 for ever."""
+        pending = call.pending
+        if pending is None or pending.ok_out is None or pending.ok_next is None:
+            return
+        if pending.ok_give_up is not None and now >= pending.ok_give_up:
+            ack = self.tx.request(pending.server_key)
+            with contextlib.suppress(Exception):
+                self._ack_far(call, pending, ack if ack is not None else pending.ok_out, now, body=b"")
+            call.pending = None
+            self._hangup(call, now, by="sbc", reason="no ACK for re-INVITE")
+            return
+        self.tx.send_stateless(pending.ok_out, pending.from_leg.peer)  # type: ignore[arg-type]
+        pending.ok_interval = min(pending.ok_interval * 2, self.tx.config.t2)
+        pending.ok_next = min(now + pending.ok_interval, pending.ok_give_up or now + pending.ok_interval)
+        self._at(pending.ok_next, call, "reinvite2xx")
+
+    def _ack_far(
+        self, call: Call, pending: PendingReinvite, ack: Request, now: float, *, body: bytes | None = None
+    ) -> None:
+        """ACK the far leg's 2xx to a relayed re-INVITE: with the originator's ACK (its body
+        anchored), or with ``body`` when the SBC ACKs on its own."""
         far = pending.to_leg
         host, port = self.local_address(far.peer.transport)
+        if body is None:
+            body = self._anchor(call, "a" if pending.from_leg is call.a else "b", ack)
+            ctype = ack.get("Content-Type")
+        else:
+            ctype = None
         out = build_in_dialog(
             far,
             "ACK",
@@ -1113,13 +1165,13 @@ class B2BUA:
             via_port=port,
             contact="",
             user_agent=self.user_agent,
-            body=self._anchor(call, "a" if pending.from_leg is call.a else "b", ack),
-            content_type=ack.get("Content-Type"),
+            body=body,
+            content_type=ctype if body else None,
             cseq=pending.cseq,
         )
         dest = (
             far.peer
-            if far is call.a
+            if far is call.a and call.origin is None
             else target_address(far.remote_target or "", far.peer.transport, far.peer)
         )
         self.tx.send_stateless(out, dest)
@@ -1140,6 +1192,10 @@ class B2BUA:
             self._relay_map.pop(key, None)
             if orig.method == "UPDATE" and resp.status < 300:
                 self._session_refreshed(call, resp, now)
+            elif resp.status in DIALOG_GONE_CODES and call.state is not CallState.ENDED:
+                # RFC 5057 §5.1: 481 (or 408) to an in-dialog request means the far side's
+                # dialog is gone: end the call rather than leave a half-dead one running.
+                self._hangup(call, now, by="sbc", reason=f"far side answered {resp.status} in dialog")
 
     def _mirror(self, call: Call, orig: Request, resp: Response, leg: Leg) -> Response:
         """``resp`` from the far leg re-made as the answer to ``orig`` on ``leg``."""
@@ -1223,7 +1279,13 @@ class B2BUA:
         self._finish(call, now, 200, hangup_by=by, reason=reason)
 
     def _fail_call(self, call: Call, now: float, code: int) -> None:
-        """No attempt succeeded: give the caller ``code``."""
+        """No attempt succeeded: give the caller ``code``.
+
+        A redirect (3xx) is not passed on: its Contact would reveal the far side and invite
+        the caller around the SBC, and following it could reach any destination (toll fraud).
+        The caller gets 480 instead; the CDR's attempts keep the 3xx."""
+        if 300 <= code < 400:
+            code = CODE_REDIRECT_REFUSED
         a = call.a
         if not call.a_final_sent and a.invite is not None:
             reason = None
