@@ -117,3 +117,62 @@ def test_other_errors_to_relayed_requests_keep_the_call() -> None:
     c.b.respond(info, 415)
     assert c.caller.take(415)
     assert not c.callee.has("BYE") and net.cdrs == []
+
+
+def _prack(c_call, resp) -> None:
+    """PRACK a reliable provisional (RFC 3262 §7.2)."""
+    c_call.learn(resp)
+    c_call.request("PRACK", headers=[("RAck", f"{resp.get('RSeq')} {resp.cseq[0]} INVITE")])
+
+
+def test_caller_requiring_100rel_gets_reliable_provisionals() -> None:
+    net = Net()
+    caller = net.peer(CARRIER, "carrier")
+    call = caller.invite(DID, headers=[("Require", "100rel"), ("Supported", "100rel")])
+    caller.take(100)
+    uas = net.peer(PBX, "pbx").take_invite()
+    uas.ringing()
+    ringing = caller.take(180)
+    assert ringing.get("Require") == "100rel" and ringing.get("RSeq") == "1"
+    # Early media while the 180 is unacknowledged waits for the PRACK; plain ringing is dropped.
+    uas.respond_invite(183, body=PBX_SDP)
+    uas.ringing()
+    assert not caller.has(183)
+    net.advance(T1 + 0.01)
+    assert caller.take(180).get("RSeq") == "1"  # retransmitted: no PRACK yet
+    _prack(call, ringing)
+    assert caller.take(200).cseq[1] == "PRACK"
+    early = caller.take(183)
+    assert early.get("RSeq") == "2" and early.body  # the queued one, now sent reliably
+    _prack(call, early)
+    caller.take(200)
+    net.advance(10 * T1)
+    assert not caller.has(183) and not caller.has(180)  # acknowledged: no retransmissions
+    uas.answer()
+    ok = caller.take(call.final_ok)
+    call.ack(ok)
+    assert net.peer(PBX, "pbx").take("ACK")
+
+
+def test_caller_that_never_pracks_gets_500_and_the_callee_is_cancelled() -> None:
+    net = Net()
+    caller = net.peer(CARRIER, "carrier")
+    caller.invite(DID, headers=[("Require", "100rel")])
+    caller.take(100)
+    uas = net.peer(PBX, "pbx").take_invite()
+    uas.ringing()
+    net.advance(64 * T1 + 1)
+    assert len(caller.take_all(180)) >= 5
+    assert caller.take(500)
+    assert net.peer(PBX, "pbx").take("CANCEL")
+    assert net.cdr().end_reason == "no PRACK from caller"
+
+
+def test_caller_without_100rel_gets_plain_provisionals() -> None:
+    net = Net()
+    caller = net.peer(CARRIER, "carrier")
+    caller.invite(DID, headers=[("Supported", "100rel")])
+    caller.take(100)
+    net.peer(PBX, "pbx").take_invite().ringing()
+    ringing = caller.take(180)
+    assert ringing.get("RSeq") is None and ringing.get("Require") is None

@@ -149,6 +149,15 @@ class Call:
     # 2xx we hang up (abandoned attempts, extra forks): (INVITE key, To tag) -> (dialog, its ACK).
     late_answers: dict = field(default_factory=dict)
     origin: Origin | None = None  # set for calls the API originated
+    # RFC 3262 towards a caller whose INVITE said "Require: 100rel": every 18x we relay is sent
+    # reliably (RSeq), retransmitted until its PRACK; one is outstanding at a time.
+    a_100rel: bool = False
+    a_rseq: int = 0
+    a_rel_pending: object = None  # the reliable provisional awaiting PRACK
+    a_rel_queued: object = None  # the latest 18x with SDP that waits for that PRACK
+    a_rel_interval: float = 0.0
+    a_rel_next: float | None = None
+    a_rel_give_up: float | None = None
 
     def other(self, leg: Leg) -> Leg | None:
         """The leg opposite ``leg``."""

@@ -213,6 +213,8 @@ class B2BUA:
                     self._attempt_timed_out(call, now)
                 elif what == "2xx" and call.a_2xx_next is not None and call.a_2xx_next <= now:
                     self._retransmit_2xx(call, now)
+                elif what == "rel1xx" and call.a_rel_next is not None and call.a_rel_next <= now:
+                    self._retransmit_reliable_1xx(call, now)
                 elif what == "reinvite2xx" and call.pending is not None and call.pending.ok_next is not None:
                     if call.pending.ok_next <= now:
                         self._retransmit_reinvite_2xx(call, now)
@@ -334,6 +336,7 @@ class B2BUA:
             setup_at=now,
             caller_display=caller_display,
         )
+        call.a_100rel = any(v.strip().lower() == "100rel" for v in req.values("Require"))
         return call
 
     def _inbound(self, req: Request, key: TransactionKey, source: Address, carrier: str, now: float) -> None:
@@ -757,11 +760,56 @@ class B2BUA:
         body = self._anchor(call, "b", resp)
         if body:
             headers.append(("Content-Type", resp.get("Content-Type") or "application/sdp"))
+        if call.a_100rel and 100 < status < 200:
+            if call.a_rel_pending is not None:
+                # One reliable provisional at a time (RFC 3262 §3): keep the latest with SDP
+                # (early media must not be lost), drop plain ringing.
+                if body:
+                    call.a_rel_queued = resp
+                return call.a_rel_pending  # type: ignore[return-value]
+            call.a_rseq += 1
+            headers += [("Require", "100rel"), ("RSeq", str(call.a_rseq))]
         out = make_response(a.invite, status, resp.reason, to_tag=a.local_tag, headers=headers, body=body)
         for rr in a.invite.get_all("Record-Route"):
             out.add("Record-Route", rr)
         self.core.respond(a.invite_key, out, now)
+        if call.a_100rel and 100 < status < 200:
+            call.a_rel_pending = out
+            call.a_rel_interval = self.tx.config.t1
+            call.a_rel_next = now + call.a_rel_interval
+            call.a_rel_give_up = now + self.tx.config.timeout
+            self._at(call.a_rel_next, call, "rel1xx")
         return out
+
+    def _retransmit_reliable_1xx(self, call: Call, now: float) -> None:
+        """Re-send the reliable provisional until its PRACK; none in 64*T1 → the call fails
+        with 500 towards the caller (RFC 3262 §3) and the callee is cancelled."""
+        pending = call.a_rel_pending
+        if pending is None or call.a_final_sent:
+            call.a_rel_next = None
+            return
+        if call.a_rel_give_up is not None and now >= call.a_rel_give_up:
+            call.a_rel_next = None
+            self._abort(call, now, reason="no PRACK from caller")
+            return
+        self.tx.send_stateless(pending, call.a.peer)  # type: ignore[arg-type]
+        call.a_rel_interval = min(call.a_rel_interval * 2, self.tx.config.t2)
+        call.a_rel_next = min(now + call.a_rel_interval, call.a_rel_give_up or now + call.a_rel_interval)
+        self._at(call.a_rel_next, call, "rel1xx")
+
+    def _caller_pracked(self, call: Call, req: Request, now: float) -> None:
+        """The caller PRACKed: stop retransmitting that provisional, send the queued one."""
+        pending = call.a_rel_pending
+        if pending is None:
+            return
+        rack = (req.get("RAck") or "").split()
+        if not rack or rack[0] != pending.get("RSeq"):  # type: ignore[attr-defined]
+            return
+        call.a_rel_pending = None
+        call.a_rel_next = None
+        queued, call.a_rel_queued = call.a_rel_queued, None
+        if queued is not None and not call.a_final_sent:
+            self._response_to_a(call, queued.status, queued, now)  # type: ignore[attr-defined]
 
     def _relay_provisional(self, call: Call, resp: Response, now: float) -> None:
         if call.a_final_sent:
@@ -1030,6 +1078,8 @@ class B2BUA:
             return
         if method == "OPTIONS" or method == "PRACK":
             self.core.respond(key, make_response(req, 200), now)
+            if method == "PRACK" and leg is call.a:
+                self._caller_pracked(call, req, now)
             return
         if call.state is CallState.ENDED or call.other(leg) is None:
             self.core.respond(key, make_response(req, 481), now)
