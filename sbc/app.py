@@ -57,6 +57,7 @@ class SbcApp:
         self.overload = OverloadGuard(lag_threshold_s=settings.overload_lag_ms / 1000.0)
         self._monitor: OverloadMonitor | None = None
         self.relay = None
+        self._primary: dict[str, str] = {}
 
     def local_hosts(self) -> set[str]:
         hosts = {"localhost", socket.gethostname().lower()}
@@ -154,8 +155,28 @@ class SbcApp:
         else:
             host, port = next(iter(self.udp)) if self.udp else ("127.0.0.1", 5060)
         if host in ("0.0.0.0", "::"):
-            host = self.settings.advertised_host or "127.0.0.1"
+            host = self.settings.advertised_host or self._primary_host(host)
         return host, port
+
+    def _primary_host(self, wildcard: str) -> str:
+        """The address of the interface the default route leaves by, for a wildcard listener
+        without ``advertised_host`` (loopback when the machine has no route at all).
+
+        A UDP ``connect`` only consults the routing table: no packet is sent. Cached: the
+        B2BUA asks for every message."""
+        cached = self._primary.get(wildcard)
+        if cached is None:
+            family, probe, fallback = (
+                (socket.AF_INET6, "2001:db8::1", "::1") if wildcard == "::" else (socket.AF_INET, "192.0.2.1", "127.0.0.1")
+            )  # fmt: skip
+            try:
+                with socket.socket(family, socket.SOCK_DGRAM) as s:
+                    s.connect((probe, 9))
+                    cached = s.getsockname()[0]
+            except OSError:
+                cached = fallback
+            self._primary[wildcard] = cached
+        return cached
 
     async def reload(self, force: bool = False) -> bool:
         """Load the store's provisioning into the B2BUA when its version changed."""
