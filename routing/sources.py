@@ -10,6 +10,7 @@ handful (/32, /29, /24, /128, /64...). Building is O(total CIDRs).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Generic, TypeVar
@@ -26,6 +27,11 @@ MAX_ADDRESS_CHARS = 100
 V = TypeVar("V")
 
 
+# Source addresses whose parse is remembered: every new call parses its source once or twice,
+# and a trunking SBC sees a bounded set of peers (results are immutable ipaddress objects).
+PARSE_IP_CACHE_SIZE = 4096
+
+@functools.lru_cache(maxsize=PARSE_IP_CACHE_SIZE)
 def parse_ip(text: str) -> IPAddress | None:
     """Parse a source address as the transport reports it, or return ``None`` if it is not one.
 

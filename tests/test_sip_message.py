@@ -135,3 +135,14 @@ def test_c_splitter_matches_python_on_generated_heads(names, values, folds) -> N
             lines.append(f"  {value}")
     data = ("\r\n".join(lines) + "\r\n\r\nbody").encode("utf-8", "surrogateescape")
     assert _outcome(data, use_c=True) == _outcome(data, use_c=False)
+
+
+@pytest.mark.parametrize(
+    "folded",
+    [b"Via: :\r\n \r\n :", b"Via: : \r\n\t \r\n  :", b"Via:\r\n :", b"Subject: a\r\n  \r\n b"],
+)
+def test_blank_fold_lines_collapse_to_one_space_in_both_splitters(folded) -> None:
+    """A run of folds (blank continuation lines included) is one LWS (RFC 3261 §7.3.1);
+    hypothesis once found the Python twin keeping two spaces where C kept one."""
+    data = b"OPTIONS sip:a@b SIP/2.0\r\n" + folded + b"\r\nContent-Length: 0\r\n\r\n"
+    assert _outcome(data, use_c=True) == _outcome(data, use_c=False)

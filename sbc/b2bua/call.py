@@ -7,6 +7,8 @@ relay (bodies and a few end-to-end headers), which is what hides the topology.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import secrets
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -34,6 +36,10 @@ class CallState(StrEnum):
     ENDING = "ending"  # BYE sent, waiting for the answers
     ENDED = "ended"
 
+
+# Distinct peer hosts whose "is it an IP literal" answer is remembered: more than the peers of
+# any one SBC, small enough (~100 KiB) not to matter.
+IP_CACHE_SIZE = 1024
 
 @dataclass(slots=True)
 class Leg:
@@ -205,9 +211,9 @@ def target_address(uri_text: str, default_transport: str, fallback: Address) -> 
     return Address(transport, host, port, None)
 
 
+@functools.lru_cache(maxsize=IP_CACHE_SIZE)
 def _is_ip(host: str) -> bool:
-    import ipaddress
-
+    """Whether ``host`` is an IP literal (cached: peers repeat, and ipaddress is slow)."""
     try:
         ipaddress.ip_address(host)
     except ValueError:

@@ -21,6 +21,7 @@ Sans-I/O: pure functions over bytes/str, no sockets, no clock.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -132,6 +133,11 @@ def _address_family(address: str) -> int:
     raise SIPParseError(f"invalid address {_excerpt(address)} in SDP")
 
 
+# Media addresses whose parse is remembered (ipaddress costs ~2 us a call; SDP repeats the
+# same few addresses of each peer).
+ADDRESS_CACHE_SIZE = 1024
+
+@functools.lru_cache(maxsize=ADDRESS_CACHE_SIZE)
 def _is_unspecified(address: str) -> bool:
     """True for 0.0.0.0 or :: (the RFC 2543 'hold' address); False for anything else, FQDNs included."""
     try:
@@ -140,6 +146,7 @@ def _is_unspecified(address: str) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=ADDRESS_CACHE_SIZE)
 def _addrtype_for(address: str) -> str:
     """Return 'IP4' or 'IP6' for an IP literal. Raises ValueError if ``address`` is not one."""
     return "IP6" if ipaddress.ip_address(address).version == 6 else "IP4"
