@@ -105,7 +105,7 @@ class SipCore:
         if isinstance(msg, Response):
             self._receive_response(msg, source, now)
             return
-        metrics.SIP_MESSAGES_RECEIVED.labels(source.transport, "request").inc()
+        metrics.MESSAGES_RECEIVED[source.transport, "request"].inc()
         try:
             msg.validate()
             stamp_via(msg, source.host, source.port, force_rport=self.force_rport and not source.reliable)
@@ -116,7 +116,7 @@ class SipCore:
             self._dispatch(event, now)
 
     def _receive_response(self, msg: Response, source: Address, now: float) -> None:
-        metrics.SIP_MESSAGES_RECEIVED.labels(source.transport, "response").inc()
+        metrics.MESSAGES_RECEIVED[source.transport, "response"].inc()
         try:
             if msg.status > 699:
                 raise SIPParseError(f"status code {msg.status} out of range")
@@ -136,7 +136,7 @@ class SipCore:
             # (this is also what keeps RFC 4475 §3.3.10's broadcast Via from going anywhere).
             self._drop(source, "not-our-via", sent_by)
             return
-        metrics.SIP_RESPONSES_RECEIVED.labels(str(msg.status)).inc()
+        metrics.RESPONSES_RECEIVED[msg.status].inc()
         for event in self.transactions.receive(msg, source, now):
             self._dispatch(event, now)
 
@@ -252,7 +252,7 @@ class SipCore:
         )
         self.stats.rejected[status] = self.stats.rejected.get(status, 0) + 1
         metrics.SIP_REQUESTS_REJECTED.labels(str(status)).inc()
-        metrics.SIP_RESPONSES_SENT.labels(str(status)).inc()
+        metrics.RESPONSES_SENT[status].inc()
         self._stateless.append(Outgoing(resp.to_bytes(), self._reply_address(resp, source)))
 
     def _reply_address(self, resp: Response, source: Address) -> Address:
@@ -276,7 +276,7 @@ class SipCore:
 
     def respond(self, key: object, response: Response, now: float) -> None:
         """Send ``response`` on server transaction ``key``."""
-        metrics.SIP_RESPONSES_SENT.labels(str(response.status)).inc()
+        metrics.RESPONSES_SENT[response.status].inc()
         self.transactions.send_response(key, response, now)
 
     def pop_outgoing(self) -> list[Outgoing]:

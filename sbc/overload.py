@@ -32,6 +32,8 @@ from typing import Protocol
 
 import psutil
 
+from . import metrics
+
 log = logging.getLogger(__name__)
 
 LAG_THRESHOLD_S = 0.1
@@ -370,7 +372,9 @@ class OverloadMonitor:
         assert self._loop is not None
         now = self._loop.time()
         try:
-            self.guard.record_loop_lag(max(0.0, now - self._expected), now)
+            lag = max(0.0, now - self._expected)
+            metrics.EVENT_LOOP_LAG.observe(lag)  # every sample, so a scrape sees spikes between scrapes
+            self.guard.record_loop_lag(lag, now)
             if now >= self._next_cpu:
                 self._next_cpu = now + self.cpu_interval_s
                 pct = self._read_cpu()

@@ -249,7 +249,7 @@ class B2BUA:
         source = self.tx_source(key)
         src_ip = source.host
         if self.admit is not None and not self.admit(now):
-            metrics.LIMIT_REJECTIONS.labels("overload").inc()
+            metrics.LIMIT_REJECTIONS_BY_SCOPE["overload"].inc()
             self._reject(
                 req, key, 503, now, headers=[("Retry-After", str(LIMIT_RETRY_AFTER_S))], reason="Overloaded"
             )
@@ -400,7 +400,7 @@ class B2BUA:
         if hit is None:
             call.scopes = tuple(scopes)
             return True
-        metrics.LIMIT_REJECTIONS.labels(hit.kind).inc()
+        metrics.LIMIT_REJECTIONS_BY_SCOPE[hit.kind].inc()
         self._refuse(
             call,
             req,
@@ -439,8 +439,7 @@ class B2BUA:
         self.calls[call.id] = call
         self._dialogs[(call.a.call_id, call.a.local_tag)] = (call, call.a)
         self._by_server_key[call.a.invite_key] = call  # type: ignore[index]
-        metrics.ACTIVE_CALLS.inc()
-        metrics.CALL_ATTEMPTS.labels(call.direction).inc()
+        metrics.ATTEMPTS_BY_DIRECTION[call.direction].inc()
 
     def _reject(
         self,
@@ -704,7 +703,7 @@ class B2BUA:
             self._ack_b(call, b"", None, now)
             call.max_end_at = now + self.config.max_call_duration_s
             self._at(call.max_end_at, call, "max")
-            metrics.CALL_ANSWERS.labels(call.direction).inc()
+            metrics.ANSWERS_BY_DIRECTION[call.direction].inc()
             self._place_bridge(call, resp, now)
             return
         a = call.a
@@ -718,7 +717,7 @@ class B2BUA:
         call.max_end_at = now + self.config.max_call_duration_s
         self._at(call.max_end_at, call, "max")
         self._session_refreshed(call, resp, now)
-        metrics.CALL_ANSWERS.labels(call.direction).inc()
+        metrics.ANSWERS_BY_DIRECTION[call.direction].inc()
         del a
 
     def _session_refreshed(self, call: Call, resp: Response, now: float) -> None:
@@ -1374,7 +1373,6 @@ class B2BUA:
         for leg in (call.a, call.b):
             if leg is not None:
                 self._dialogs.pop((leg.call_id, leg.local_tag), None)
-        metrics.ACTIVE_CALLS.dec()
         scopes = [*call.scopes, *([call.carrier_scope] if call.carrier_scope else [])]
         call.scopes, call.carrier_scope = (), None
         if scopes:
@@ -1479,7 +1477,7 @@ class B2BUA:
         except ValueError:
             log.exception("could not build the CDR of call %s", call.id)
             return
-        metrics.CALLS_ENDED.labels(call.direction, disposition).inc()
+        metrics.ENDED_BY_DISPOSITION[call.direction, disposition].inc()
         try:
             self.cdr_sink(record)
         except Exception:
@@ -1564,7 +1562,7 @@ class B2BUA:
         scopes = [LimitScope("customer", customer, customer_obj.max_calls)] if customer_obj else []
         hit = check_limits(scopes, now, self.rates, self.calls_in_progress) if scopes else None
         if hit is not None:
-            metrics.LIMIT_REJECTIONS.labels(hit.kind).inc()
+            metrics.LIMIT_REJECTIONS_BY_SCOPE[hit.kind].inc()
             raise OriginateError(503, f"{hit.kind} {hit.limit} limit reached")
         host, _port = self.local_address(bridge_dest.transport)
         bridge_user = bridge_uri.split(":", 1)[1].split("@", 1)[0] if "@" in bridge_uri else e164
@@ -1583,8 +1581,7 @@ class B2BUA:
         call.origin = Origin(bridge_uri, bridge_dest)
         call.scopes = tuple(scopes)
         self.calls[call.id] = call
-        metrics.ACTIVE_CALLS.inc()
-        metrics.CALL_ATTEMPTS.labels(call.direction).inc()
+        metrics.ATTEMPTS_BY_DIRECTION[call.direction].inc()
         call.failover = FailoverState(plan)
         with self._isolated(call, now):
             self._next_attempt(call, now)
