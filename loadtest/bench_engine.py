@@ -87,7 +87,6 @@ class Bench:
         self.relay = None
         if media:
             from rtp_relay_ext import RelayEngine
-
             from sbc.media.manager import MediaManager
 
             self.relay = RelayEngine("127.0.0.1", 30000, 39999, quarantine=0.0)

@@ -158,7 +158,7 @@ def test_sip_uri_bridge_target(net) -> None:
         ({"carrier": "nobody"}, 404, "carrier"),
         ({"bridge_to": "trunk:acme/nope"}, 404, "trunk"),
         ({"bridge_to": "trunk:other/pbx", "customer": "acme"}, 404, "trunk"),
-        ({"bridge_to": "sip:bot@bot.example.com"}, 422, "IP address"),
+        ({"bridge_to": "sip:bot@bot.example.com"}, 422, "does not resolve"),
         ({"bridge_to": "mailto:x@y"}, 422, "bridge_to"),
         ({"callee": "+4420711111"}, 503, "no route"),
     ],

@@ -202,7 +202,7 @@ def target_address(uri_text: str, default_transport: str, fallback: Address) -> 
     if not isinstance(uri, SipURI):
         return fallback
     host = uri.host.strip("[]")
-    if not _is_ip(host):
+    if not is_ip_literal(host):
         return fallback
     transport = (uri.transport or default_transport).lower()
     port = uri.port or (5061 if transport == "tls" else 5060)
@@ -211,8 +211,20 @@ def target_address(uri_text: str, default_transport: str, fallback: Address) -> 
     return Address(transport, host, port, None)
 
 
+def parse_target(uri_text: str, default_transport: str = "udp") -> tuple[str, int | None, str] | None:
+    """(host, port or None, transport) of a SIP URI, or None when it is not one."""
+    try:
+        uri = parse_uri(uri_text)
+    except Exception:
+        return None
+    if not isinstance(uri, SipURI):
+        return None
+    transport = (uri.transport or ("tls" if uri.scheme == "sips" else default_transport)).lower()
+    return uri.host.strip("[]"), uri.port, transport
+
+
 @functools.lru_cache(maxsize=IP_CACHE_SIZE)
-def _is_ip(host: str) -> bool:
+def is_ip_literal(host: str) -> bool:
     """Whether ``host`` is an IP literal (cached: peers repeat, and ipaddress is slow)."""
     try:
         ipaddress.ip_address(host)

@@ -55,9 +55,11 @@ from .call import (
     contact_uri,
     display_and_user,
     new_call_id,
+    parse_target,
     strip_tag,
     target_address,
 )
+from .call import is_ip_literal as _is_ip_literal
 from .control import LiveCall, LiveLeg, OriginateError
 from .prober import GatewayProber
 
@@ -129,13 +131,16 @@ class B2BUA:
         wall_offset: float = 0.0,
         user_agent: str = "sbc",
         media: MediaManager | None = None,
+        resolve: Callable[[str, int | None, str], list[tuple[str, int]] | None] | None = None,
     ) -> None:
         self.core = core
+        # Host names -> addresses from sbc.resolver.DnsCache (a sync cache read; None: IPs only).
+        self.resolve = resolve
         self.tx = core.transactions
         self.local_address = local_address
         self.cdr_sink = cdr_sink
         self.config = config or B2BUAConfig()
-        self.prober = GatewayProber(core.transactions, local_address, user_agent=user_agent)
+        self.prober = GatewayProber(core.transactions, local_address, user_agent=user_agent, resolve=resolve)
         self.health: HealthView = health or self.prober.table
         self.rng = rng or random.Random()
         self.authenticator = authenticator
@@ -472,11 +477,18 @@ class B2BUA:
                     call.attempts.append((attempt.carrier, gateway, CODE_TRANSPORT_ERROR, "carrier limit"))
                     call.failover.record(CODE_TRANSPORT_ERROR, "carrier limit", now=now)
                     continue
-                dest = Address(attempt.gateway.transport.lower(), attempt.gateway.host, attempt.gateway.port)
-                uri = f"sip:{attempt.request_user}@{_host(attempt.gateway.host)}:{attempt.gateway.port}"
+                gw = attempt.gateway
+                gateway = f"{gw.host}:{gw.port}"
+                dest = self._destination(gw.host, gw.port, gw.transport.lower())
+                if dest is None:
+                    call.attempts.append((attempt.carrier, gateway, CODE_TRANSPORT_ERROR, "host name does not resolve"))
+                    call.failover.record(CODE_TRANSPORT_ERROR, "host name does not resolve", now=now)
+                    continue
+                # The Request-URI keeps the gateway's name: carriers route on their own domain.
+                uri = f"sip:{attempt.request_user}@{_host(gw.host)}:{gw.port}"
                 if dest.transport != "udp":
                     uri += f";transport={dest.transport}"
-                call.carrier, call.gateway = attempt.carrier, f"{attempt.gateway.host}:{attempt.gateway.port}"
+                call.carrier, call.gateway = attempt.carrier, gateway
                 self._send_invite(call, uri, dest, attempt, now)
                 return
             if call.target_index >= len(call.targets):
@@ -487,9 +499,11 @@ class B2BUA:
             target = call.targets[call.target_index]
             call.target_index += 1
             uri = _inbound_request_uri(target.uri, call.callee)
-            dest = target_address(uri, "udp", Address("udp", "0.0.0.0", 0))
-            if dest.port == 0:
-                call.attempts.append((None, target.uri, 503, "target is not an IP address"))
+            parsed = parse_target(uri)
+            dest = self._destination(*parsed) if parsed is not None else None
+            if dest is None:
+                reason = "host name does not resolve" if parsed is not None else "not a SIP URI"
+                call.attempts.append((None, target.uri, 503, reason))
                 continue
             call.gateway = f"{dest.host}:{dest.port}"
             self._send_invite(call, uri, dest, None, now)
@@ -1603,10 +1617,25 @@ class B2BUA:
             uri = bridge_to
         else:
             raise OriginateError(422, "bridge_to must be trunk:CUSTOMER/NAME or a sip: URI")
-        dest = target_address(uri, "udp", Address("udp", "0.0.0.0", 0))
-        if dest.port == 0:
-            raise OriginateError(422, f"{uri!r} does not name an IP address the SBC can reach")
+        parsed = parse_target(uri)
+        if parsed is None:
+            raise OriginateError(422, f"{uri!r} is not a SIP URI")
+        dest = self._destination(*parsed)
+        if dest is None:
+            raise OriginateError(422, f"{uri!r}: host {parsed[0]!r} does not resolve (yet)")
         return uri, dest
+
+    def _destination(self, host: str, port: int | None, transport: str) -> Address | None:
+        """Where to send to ``host``: itself when an IP literal, else its first resolved address
+        from the DNS cache; None when the name is not resolved (the cache then queues it)."""
+        if _is_ip_literal(host):
+            return Address(transport, host.strip("[]"), port or (5061 if transport == "tls" else 5060))
+        if self.resolve is None:
+            return None
+        found = self.resolve(host, port, transport)
+        if not found:
+            return None
+        return Address(transport, found[0][0], found[0][1])
 
     def _origin_offer(self, call: Call) -> bytes:
         """The SBC's own SDP offer for an originated call's callee: G.711 and RFC 4733 events on

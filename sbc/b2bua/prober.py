@@ -35,9 +35,12 @@ class GatewayProber:
         *,
         user_agent: str = "sbc",
         table: HealthTable | None = None,
+        resolve: Callable[[str, int | None, str], list[tuple[str, int]] | None] | None = None,
     ) -> None:
         self.tx = tx
         self.local_address = local_address
+        # Host names of gateways, resolved ahead by sbc.resolver.DnsCache (None: IPs only).
+        self.resolve = resolve
         self.user_agent = user_agent
         self.table = table or HealthTable()
         self._inflight: dict[TransactionKey, tuple[str, Gateway, float]] = {}
@@ -87,7 +90,15 @@ class GatewayProber:
                 ("User-Agent", self.user_agent),
             ],
         )
-        key = self.tx.send_request(req, Address(transport, gw.host, gw.port), now)
+        dest = Address(transport, gw.host, gw.port)
+        if self.resolve is not None:
+            found = self.resolve(gw.host, gw.port, transport)
+            if not found:
+                # A gateway whose name does not resolve (yet) cannot answer: a failed probe.
+                self.table.record_probe(carrier, gw, False, None, now)
+                return
+            dest = Address(transport, found[0][0], found[0][1])
+        key = self.tx.send_request(req, dest, now)
         self._inflight[key] = (carrier, gw, now)
 
     def owns(self, key: TransactionKey) -> bool:
