@@ -1028,6 +1028,13 @@ class B2BUA:
             call.a_2xx_next = None
             call.state = CallState.CONFIRMED
             self._ack_b(call, self._anchor(call, "a", ack), ack.get("Content-Type"), now)
+            # Confirmed: what only the setup needed goes, so a long call keeps its dialog state
+            # alone (~5 KB of messages and their parsed headers a call). The ACK sent to the
+            # callee (b_ack) still answers its 2xx retransmissions.
+            call.a_2xx = call.b_2xx = None
+            call.a.invite = None
+            if call.b is not None:
+                call.b.invite = None
             return
         pending = call.pending
         if (
