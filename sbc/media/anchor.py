@@ -29,6 +29,9 @@ class StreamPeer:
 
     ``address`` is None for a declined stream (port 0) or an unspecified address (0.0.0.0 or ::,
     the RFC 2543 hold convention): the relay then keeps its previous peer and latches.
+    ``held`` says this side puts the other on hold (sendonly, inactive, unspecified address);
+    ``quiet`` says the stream may carry no RTP at all for a long time because of this SDP: held,
+    or recvonly (the usual answer to a hold: the side that answers it sends nothing).
     """
 
     index: int
@@ -40,6 +43,7 @@ class StreamPeer:
     clock_rate: int
     dtmf_pt: int | None
     held: bool
+    quiet: bool = False
 
     @property
     def declined(self) -> bool:
@@ -75,6 +79,7 @@ def describe(sdp: SessionDescription) -> list[StreamPeer]:
                 clock_rate=clock_rate,
                 dtmf_pt=dtmf_pt,
                 held=m.is_held(sdp),
+                quiet=m.port != 0 and (m.is_held(sdp) or m.direction(sdp) == "recvonly"),
             )
         )
     return out

@@ -33,10 +33,17 @@ class MediaError(Exception):
 
 @dataclass(slots=True)
 class CallMedia:
-    """The relay sessions of one call, by m= line index."""
+    """The relay sessions of one call, by m= line index.
+
+    ``quiet`` remembers, per (m= line index, side), whether that side's latest SDP lets the
+    stream go silent (hold, recvonly): the relay's hold timeout applies while either side's
+    does. One flag per session would be overwritten by the answer: a hold offer (sendonly) is
+    answered recvonly, which alone does not look like a hold.
+    """
 
     sessions: list[int | None] = field(default_factory=list)
     freed: bool = False
+    quiet: dict[tuple[int, str], bool] = field(default_factory=dict)
 
 
 class MediaManager:
@@ -52,9 +59,10 @@ class MediaManager:
         for the other side, pointing at the relay.
 
         Allocates the sessions a new m= line needs, points ``side``'s leg of each at the address
-        the SDP gives (re-INVITEs move it, hold keeps the latch), and remembers ``owner`` (the
-        call) for media events. Raises MediaError: 488 for SDP that cannot be parsed, 503 when
-        the relay has no ports left.
+        the SDP gives (re-INVITEs move it, hold keeps the latch), marks a session held while
+        either side's latest SDP for it is a hold or recvonly (the hold timeout applies), and
+        remembers ``owner`` (the call) for media events. Raises MediaError: 488 for SDP that
+        cannot be parsed, 503 when the relay has no ports left.
         """
         try:
             sdp = SessionDescription.parse(body)
@@ -84,7 +92,9 @@ class MediaManager:
                     self.engine.set_peer(
                         sid, leg, (peer.address, peer.rtp_port), rtcp, rtcp_mux=peer.rtcp_mux
                     )
-                self.engine.set_hold(sid, peer.held)
+                media.quiet[(peer.index, side)] = peer.quiet
+                held = media.quiet.get((peer.index, "a"), False) or media.quiet.get((peer.index, "b"), False)
+                self.engine.set_hold(sid, held)
             except (RelayError, ValueError) as e:
                 raise MediaError(f"relay refused the peer: {e}", 488) from None
             pair = self.engine.ports(sid)[other]
@@ -124,7 +134,8 @@ class MediaManager:
 
 
 # The per-direction figures a CDR keeps (the engine reports more).
-_CDR_KEYS = ("packets", "bytes", "lost", "jitter_ms", "out_of_order", "duplicates", "mos")
+# dtmf_packets: the RFC 4733 telephone-event packets among them (digits were sent that way).
+_CDR_KEYS = ("packets", "bytes", "lost", "jitter_ms", "out_of_order", "duplicates", "dtmf_packets", "mos")
 
 
 def _summary(info: dict) -> dict:
