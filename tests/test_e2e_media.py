@@ -19,8 +19,8 @@ hold across the short timeout, RFC 4733 digits, early media, declined (port 0) s
 Two known faults are strict xfails: a silent call answered after ringing longer than the media
 timeout is never hung up, and a call resumed after a silent hold is hung up at once.
 
-DTMF digits go nowhere outside the SBC process but the counter ``sbc_dtmf_events_total``
-(neither the CDR nor the log names them), so the digit test runs the SBC's app in-process.
+DTMF digits go into the CDR (``media["dtmf"]``) and the counter ``sbc_dtmf_events_total``; the
+once-per-event test also runs the SBC's app in-process to watch the relay's events themselves.
 
 The pcaps are written here, not taken from Debian's sip-tester (/usr/share/sip-tester): its
 ``g711a.pcap`` is PCMA while the scenarios offer PCMU, and each ``dtmf_2833_*.pcap`` holds one
@@ -1058,7 +1058,7 @@ def _dtmf_stream() -> tuple[RtpStream, str]:
 def test_dtmf_events_pass_through_the_relay_unchanged(tmp_path, sbc) -> None:
     """RFC 4733 digits inside a call's audio reach the callee exactly as sent (the relay reads
     them, it does not regenerate or drop the repeated end packets), and the CDR counts them."""
-    stream, _ = _dtmf_stream()
+    stream, digits = _dtmf_stream()
     uac = with_pcap("uac_audio", tmp_path, uac_audio=write_pcap(tmp_path / "dtmf.pcap", stream))
     call = run_call(tmp_path, sbc.target, uac, "uas_answer", uas_port=sbc.pbx_port, hold_ms=_hold_ms(stream),
                     capture_ranges=[sbc.rtp_ports])  # fmt: skip
@@ -1076,6 +1076,11 @@ def test_dtmf_events_pass_through_the_relay_unchanged(tmp_path, sbc) -> None:
     assert caller_events == len(sent_events)
     assert stats["a_to_b"]["dtmf_packets"] == len(stream.unique(TELEPHONE_EVENT_PT))
     assert stats["a_to_b"]["duplicates"] == len(sent_events) - len(stream.unique(TELEPHONE_EVENT_PT))
+    # The digits themselves, once per event, in the CDR (the caller sent them; the echo back from
+    # the callee is reported too, from the callee).
+    from_caller = [d["digit"] for d in cdr.media["dtmf"] if d["from"] == "caller"]
+    assert "".join(from_caller) == digits
+    assert all(d["duration_ms"] > 0 for d in cdr.media["dtmf"])
 
 
 @e2e

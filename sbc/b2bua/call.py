@@ -155,6 +155,8 @@ class Call:
     # 2xx we hang up (abandoned attempts, extra forks): (INVITE key, To tag) -> (dialog, its ACK).
     late_answers: dict = field(default_factory=dict)
     origin: Origin | None = None  # set for calls the API originated
+    # RFC 4733 digits the relay saw, in order, for the CDR: {"digit", "from", "duration_ms", "at"}.
+    dtmf: list = field(default_factory=list)
     # RFC 3262 towards a caller whose INVITE said "Require: 100rel": every 18x we relay is sent
     # reliably (RSeq), retransmitted until its PRACK; one is outstanding at a time.
     a_100rel: bool = False

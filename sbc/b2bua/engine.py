@@ -83,6 +83,8 @@ RELAYED_HEADERS = ("Content-Type", "Content-Disposition", "Allow", "Session-Expi
 CODE_INTERNAL_ERROR = 500
 # RFC 3261 §8.1.3.1: a transaction timeout counts as 408, a transport error as 503.
 CODE_TIMEOUT = 408
+# DTMF digits kept in a CDR: an IVR session is a few dozen; a stuck key must not bloat the row.
+MAX_CDR_DTMF = 64
 # Responses to an in-dialog request that terminate the dialog (RFC 5057 §5.1, "dialog usage").
 DIALOG_GONE_CODES = frozenset({408, 481})
 # What a caller gets when the callee redirected (3xx): "Temporarily Unavailable" (RFC 3261
@@ -1303,7 +1305,14 @@ class B2BUA:
                     log.info("call %s: no RTP for %.1f s", call.id, event.idle)
                     self._hangup(call, now, by="sbc", reason="media timeout")
             elif isinstance(event, DtmfEvent):
-                metrics.DTMF_EVENTS.labels("caller" if event.leg == 0 else "callee").inc()
+                side = "caller" if event.leg == 0 else "callee"
+                metrics.DTMF_EVENTS.labels(side).inc()
+                if len(call.dtmf) < MAX_CDR_DTMF:
+                    call.dtmf.append({
+                        "digit": event.digit, "from": side, "duration_ms": round(event.duration_ms, 1),
+                        "at": round(event.at + self.wall_offset, 3) if event.at else None,
+                    })  # fmt: skip
+                log.debug("call %s: DTMF %s from the %s", call.id, event.digit, side)
 
     def _fail_pending(self, call: Call, now: float) -> None:
         pending, call.pending = call.pending, None
@@ -1493,7 +1502,10 @@ class B2BUA:
                 gateway=call.gateway,
                 attempts=tuple(CdrAttempt(c, g, code_, r) for c, g, code_, r in call.attempts),
                 end_reason=call.end_reason[:64],
-                media={"streams": call.media_stats} if call.media_stats else {},
+                media={
+                    **({"streams": call.media_stats} if call.media_stats else {}),
+                    **({"dtmf": call.dtmf} if call.dtmf else {}),
+                },
             )
         except ValueError:
             log.exception("could not build the CDR of call %s", call.id)
