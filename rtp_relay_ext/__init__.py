@@ -11,9 +11,12 @@ from rtp_relay_ext._relay import (
     DEFAULT_QUARANTINE,
     LATCH_STRICT,
     LATCH_SYMMETRIC,
+    TIMING_BOUNDS_US,
     RelayEngine,
     StreamStatsFeeder,
     engine_version,
+    io_uring_available,
+    io_uring_status,
     mos_g711,
     now,
 )
@@ -42,7 +45,10 @@ __all__ = [
     "RelayError",
     "SessionNotFound",
     "StreamStatsFeeder",
+    "TIMING_BOUNDS_US",
     "engine_version",
+    "io_uring_available",
+    "io_uring_status",
     "mos_g711",
     "now",
 ]

@@ -47,7 +47,10 @@ cdef extern from "relay_engine.h" nogil:
     int RR_LATCH_SYMMETRIC, RR_LATCH_STRICT
     int RR_EVENT_DTMF, RR_EVENT_TIMEOUT
     int RR_OK, RR_ERR_NO_SESSION, RR_ERR_NO_SLOT, RR_ERR_NO_PORTS, RR_ERR_SOCKET, RR_ERR_ARG
-    int RR_ERR_STATE
+    int RR_ERR_STATE, RR_ERR_UNSUPPORTED
+    int RR_BACKEND_AUTO, RR_BACKEND_EPOLL, RR_BACKEND_IO_URING
+    enum: RR_MAX_WORKERS
+    enum: RR_LATE_BUCKETS
 
     ctypedef struct sockaddr_c "struct sockaddr":
         unsigned short sa_family
@@ -69,6 +72,9 @@ cdef extern from "relay_engine.h" nogil:
         int64_t default_hold_timeout_ns
         int64_t poll_interval_ns
         int rt_priority
+        int backend
+        int ncpus
+        int cpus[RR_MAX_WORKERS]
 
     ctypedef struct rr_session_params:
         uint32_t clock_rate
@@ -111,9 +117,14 @@ cdef extern from "relay_engine.h" nogil:
 
     ctypedef struct rr_engine_counters:
         uint64_t wakeups, recv_calls, send_calls, packets_in, packets_out
+        uint64_t recv_errors
         uint64_t events_dropped
+        uint64_t late[RR_LATE_BUCKETS]
+        uint64_t work[RR_LATE_BUCKETS]
+        uint64_t stall[RR_LATE_BUCKETS]
         uint32_t sessions, ports_free, ports_total
         uint32_t realtime_workers
+        uint32_t pinned_workers
 
     ctypedef struct rr_engine:
         pass
@@ -131,6 +142,7 @@ cdef extern from "relay_engine.h" nogil:
     int rr_session_free(rr_engine *e, uint64_t id, rr_session_info *final_info)
     int rr_session_set_peer(rr_engine *e, uint64_t id, int leg, const rr_peer *peer)
     int rr_session_set_hold(rr_engine *e, uint64_t id, int held)
+    int rr_session_restart_idle(rr_engine *e, uint64_t id)
     int rr_session_set_timeouts(rr_engine *e, uint64_t id, int64_t timeout_ns, int64_t hold_timeout_ns)
     int rr_session_set_media(rr_engine *e, uint64_t id, uint32_t clock_rate, int dtmf_pt)
     int rr_session_info_get(rr_engine *e, uint64_t id, rr_session_info *out)
@@ -141,3 +153,6 @@ cdef extern from "relay_engine.h" nogil:
     void rr_engine_counters_get(rr_engine *e, rr_engine_counters *out)
     int rr_engine_worker_count(const rr_engine *e)
     int rr_engine_worker_tid(const rr_engine *e, int i)
+    int rr_engine_backend(const rr_engine *e)
+    int rr_io_uring_status()
+    int rr_io_uring_built()

@@ -58,11 +58,33 @@ cdef enum:
     ADDR_TEXT_LEN = 64
 
 _KIND_NAMES = {0: "rtp", 1: "dtmf", 2: "rtcp", 3: "not_rtp"}
+# Backend names accepted by RelayEngine(backend=...) and the RTP_RELAY_BACKEND variable.
+BACKEND_ENV = "RTP_RELAY_BACKEND"
+_BACKENDS = {"auto": RR_BACKEND_AUTO, "epoll": RR_BACKEND_EPOLL, "io_uring": RR_BACKEND_IO_URING}
+_BACKEND_NAMES = {RR_BACKEND_EPOLL: "epoll", RR_BACKEND_IO_URING: "io_uring"}
+# Upper bounds (microseconds) of the timing histogram buckets in counters(); the last is open.
+TIMING_BOUNDS_US = (100, 500, 1000, 2000, 10000)
 
 
 def engine_version() -> str:
     """Return the engine's version string (proves the compiled module imports)."""
     return "0.2.0"
+
+
+def io_uring_status() -> str | None:
+    """None if the io_uring backend is built in and usable here, else why not (an errno text)."""
+    import os
+    if not rr_io_uring_built():
+        return "not built in (liburing-dev was missing when the extension was compiled)"
+    cdef int rc = rr_io_uring_status()
+    if rc == 0:
+        return None
+    return f"the kernel refused it: {os.strerror(-rc)}"
+
+
+def io_uring_available() -> bool:
+    """True if RelayEngine(backend="io_uring") can run in this process."""
+    return rr_io_uring_status() == 0
 
 
 def now() -> float:
@@ -90,6 +112,8 @@ cdef _raise(int rc, object sid=None):
         raise ValueError("invalid argument")
     if rc == RR_ERR_STATE:
         raise RelayError("engine state does not allow this")
+    if rc == RR_ERR_UNSUPPORTED:
+        raise RelayError(f"io_uring backend unavailable: {io_uring_status()}")
     import os
     raise RelayError(f"socket operation failed ({os.strerror(err) if err else 'unknown'})")
 
@@ -199,9 +223,17 @@ cdef class RelayEngine:
         hold_timeout: float = DEFAULT_HOLD_TIMEOUT,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         rt_priority: int = 0,
+        backend: str | None = None,
+        worker_cpus: list[int] | tuple[int, ...] | None = None,
         start: bool = True,
     ) -> None:
         """Create the engine and (by default) start its worker threads.
+
+        ``backend`` is "epoll", "io_uring" or "auto" (io_uring when built in and
+        the kernel allows it, else epoll); None reads the RTP_RELAY_BACKEND
+        environment variable, default "auto".  ``engine.backend`` tells which
+        runs.  Asking for "io_uring" where it cannot run raises RelayError.
+        ``worker_cpus`` pins worker i to CPU worker_cpus[i % len(worker_cpus)].
 
         ``poll_interval`` (seconds, 0 = always block in epoll_wait) trades at most
         that much added latency for not paying a thread wakeup per packet under load.
@@ -230,6 +262,18 @@ cdef class RelayEngine:
         if not 0 <= rt_priority <= MAX_RT_PRIORITY:
             raise ValueError(f"rt_priority must be 0..{MAX_RT_PRIORITY}")
         cfg.rt_priority = rt_priority
+        if backend is None:
+            import os
+            backend = os.environ.get(BACKEND_ENV, "auto") or "auto"
+        if backend not in _BACKENDS:
+            raise ValueError(f"backend must be one of {sorted(_BACKENDS)}, not {backend!r}")
+        cfg.backend = _BACKENDS[backend]
+        cpus = list(worker_cpus or ())
+        if len(cpus) > RR_MAX_WORKERS:
+            raise ValueError(f"at most {RR_MAX_WORKERS} worker_cpus")
+        cfg.ncpus = len(cpus)
+        for i, cpu in enumerate(cpus):
+            cfg.cpus[i] = cpu
         self._e = rr_engine_new(&cfg, &err)
         if self._e == NULL:
             if err == RR_ERR_ARG:
@@ -252,8 +296,13 @@ cdef class RelayEngine:
             raise RelayError("engine is closed")
         return self._e
 
+    @property
+    def backend(self) -> str:
+        """The I/O backend the workers run: "epoll" or "io_uring"."""
+        return _BACKEND_NAMES[rr_engine_backend(self._engine())]
+
     def start(self) -> None:
-        """Start the worker threads; RelayError if already running."""
+        """Start the worker threads; RelayError if already running or a worker cannot set up its ring."""
         cdef int rc = rr_engine_start(self._engine())
         if rc != RR_OK:
             _raise(rc)
@@ -367,6 +416,17 @@ cdef class RelayEngine:
         if rc != RR_OK:
             _raise(rc, session_id)
 
+    def restart_idle(self, session_id: int) -> None:
+        """Count the media timeout afresh from now and re-arm its report (the call was answered:
+        silence while it rang must not count). Going on or off hold does this by itself."""
+        cdef int rc
+        cdef rr_engine *e = self._engine()
+        cdef uint64_t sid = session_id
+        with nogil:
+            rc = rr_session_restart_idle(e, sid)
+        if rc != RR_OK:
+            _raise(rc, session_id)
+
     def set_timeouts(self, session_id: int, timeout: float | None = None,
                      hold_timeout: float | None = None) -> None:
         """Change the media timeouts (seconds, 0 disables, None keeps) and re-arm the report."""
@@ -475,7 +535,15 @@ cdef class RelayEngine:
         return out
 
     def counters(self) -> dict:
-        """Engine-wide counters: wakeups, recv/send system calls, packets, sessions, ports."""
+        """Engine-wide counters: wakeups, recv/send calls, packets, sessions, ports, timing.
+
+        ``recv_calls``/``send_calls``: epoll backend, recvmmsg/sendmmsg calls; io_uring,
+        receive completions and submitting io_uring_enter calls.  Where packets wait,
+        bucketed by TIMING_BOUNDS_US: ``late_naps``, busy naps by how late they ended
+        (wakeup scheduling delay); ``round_work``, rounds that moved packets by the
+        worker's CPU time in them (queueing behind work); ``round_stall``, the same
+        rounds by wall minus CPU time (preempted, or a control call held the lock).
+        """
         cdef rr_engine_counters c
         cdef rr_engine *e = self._engine()
         with nogil:
@@ -491,6 +559,11 @@ cdef class RelayEngine:
             "ports_free": c.ports_free,
             "ports_total": c.ports_total,
             "realtime_workers": c.realtime_workers,
+            "pinned_workers": c.pinned_workers,
+            "recv_errors": c.recv_errors,
+            "late_naps": [c.late[i] for i in range(RR_LATE_BUCKETS)],
+            "round_work": [c.work[i] for i in range(RR_LATE_BUCKETS)],
+            "round_stall": [c.stall[i] for i in range(RR_LATE_BUCKETS)],
         }
 
     def worker_tids(self) -> list[int]:

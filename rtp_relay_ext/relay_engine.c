@@ -1,14 +1,14 @@
-/* Native RTP relay engine: epoll + recvmmsg/sendmmsg worker threads. See relay_engine.h. */
+/* Native RTP relay engine: the core (sessions, port pool, packet accounting,
+ * control API) and the epoll + recvmmsg/sendmmsg backend.  The io_uring backend
+ * lives in relay_uring.c.  See relay_engine.h and relay_internal.h. */
 #define _GNU_SOURCE
-#include "relay_engine.h"
+#include "relay_internal.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/ip.h>
-#include <pthread.h>
 #include <sched.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -19,81 +19,20 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Largest datagram relayed: an Ethernet MTU's worth of RTP plus slack; bigger
- * ones are truncated by the kernel, then dropped and counted. */
-#define RR_MAX_PACKET 2048
-/* Datagrams read from one socket per wakeup.  A 50 pps stream rarely has more
- * than one queued; 32 drains a burst (hold release, scheduling stall) in one
- * call while bounding how long one socket can hold the worker. */
-#define RR_RECV_BATCH 32
 /* epoll events taken per wakeup: enough to amortise epoll_wait over a few hundred
  * ready sockets at 200k pps, small enough to keep control-call waits short. */
 #define RR_EPOLL_EVENTS 256
-/* How often a worker scans its sessions for media timeouts. */
-#define RR_TIMEOUT_SCAN_NS (100LL * 1000 * 1000)
 /* Python-bound events kept when Python does not drain them; beyond, dropped and counted. */
 #define RR_EVENT_QUEUE_CAP 4096
 /* Ports tried per allocation when a bind fails because another process owns the port. */
 #define RR_BIND_ATTEMPTS 16
-/* Generation bits carried in epoll data and in the public session id. */
-#define RR_GEN_MASK 0xffffffu
 /* epoll data of a worker's wake eventfd. */
 #define RR_WAKE_TOKEN UINT64_MAX
-/* Timer slack of a polling worker: the default 50 us would stretch a 200 us nap by a quarter. */
-#define RR_TIMER_SLACK_NS 1000
-/* How long start() waits for each new worker to report its thread id: 1 s in 100 us steps. */
+/* How long start() waits for each new worker to report it runs: 1 s in 100 us steps. */
 #define RR_START_WAIT_STEPS 10000
 #define RR_START_WAIT_STEP_NS 100000
-/* Upper bound of worker threads: one per core is the useful maximum. */
-#define RR_MAX_WORKERS 64
 
-typedef struct rr_worker {
-    rr_engine *engine;
-    int index;
-    int epfd;
-    int wake_fd;
-    pthread_t thread;
-    int started;
-    atomic_int stop;
-    atomic_int tid;
-    atomic_int realtime;
-    pthread_mutex_t lock;
-    uint32_t *active;          /* slots owned by this worker, for timeout scans */
-    uint32_t nactive;
-    /* counters (written by the worker under lock) */
-    uint64_t wakeups, recv_calls, send_calls, packets_in, packets_out;
-    /* batch buffers */
-    struct mmsghdr rmsgs[RR_RECV_BATCH];
-    struct mmsghdr smsgs[RR_RECV_BATCH];
-    struct iovec riov[RR_RECV_BATCH];
-    struct iovec siov[RR_RECV_BATCH];
-    rr_sockaddr src[RR_RECV_BATCH];
-    int out_fd[RR_RECV_BATCH];
-    uint8_t buf[RR_RECV_BATCH][RR_MAX_PACKET];
-} rr_worker;
-
-struct rr_engine {
-    rr_config cfg;
-    rr_session *sessions;
-    uint32_t capacity;
-    uint32_t *free_slots;      /* stack */
-    uint32_t nfree_slots;
-    uint32_t nsessions;
-    pthread_mutex_t ctl_lock;  /* slots and port pool */
-    /* port pool: FIFO of even RTP ports with their release time */
-    uint16_t *pool_port;
-    int64_t *pool_released;
-    uint32_t pool_cap, pool_head, pool_count;
-    rr_worker *workers;
-    int nworkers;
-    int running;
-    /* event queue to Python */
-    pthread_mutex_t ev_lock;
-    rr_event *evq;
-    uint32_t ev_head, ev_count;
-    uint64_t events_dropped;
-    int event_fd;
-};
+static const int64_t late_bounds_us[RR_LATE_BUCKETS - 1] = RR_LATE_BOUNDS_US;
 
 int64_t rr_now_ns(void)
 {
@@ -131,11 +70,6 @@ int rr_format_addr(const rr_sockaddr *a, char *buf, size_t buflen, uint16_t *por
     return -1;
 }
 
-static socklen_t addr_len(const rr_sockaddr *a)
-{
-    return a->sa.sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-}
-
 static int addr_eq(const rr_sockaddr *a, const rr_sockaddr *b)
 {
     if (a->sa.sa_family != b->sa.sa_family)
@@ -146,16 +80,6 @@ static int addr_eq(const rr_sockaddr *a, const rr_sockaddr *b)
         return a->in6.sin6_port == b->in6.sin6_port &&
                memcmp(&a->in6.sin6_addr, &b->in6.sin6_addr, sizeof(a->in6.sin6_addr)) == 0;
     return 0;
-}
-
-static uint64_t make_id(uint32_t slot, uint32_t gen)
-{
-    return ((uint64_t)(gen & RR_GEN_MASK) << 32) | slot;
-}
-
-static uint64_t make_token(uint32_t slot, uint32_t gen, int leg, int rtcp)
-{
-    return make_id(slot, gen) | ((uint64_t)leg << 56) | ((uint64_t)rtcp << 57);
 }
 
 /* ---------------------------------------------------------------- events */
@@ -232,7 +156,7 @@ static void emit_dtmf(rr_engine *e, rr_session *s, uint32_t slot, int leg, const
     rr_event ev;
     memset(&ev, 0, sizeof(ev));
     ev.type = RR_EVENT_DTMF;
-    ev.session_id = make_id(slot, s->gen);
+    ev.session_id = rr_make_id(slot, s->gen);
     ev.at_ns = now;
     ev.leg = (uint8_t)leg;
     ev.event = d->event;
@@ -244,6 +168,90 @@ static void emit_dtmf(rr_engine *e, rr_session *s, uint32_t slot, int leg, const
     push_event(e, &ev);
 }
 
+rr_session *rr_token_session(rr_engine *e, uint64_t token)
+{
+    uint32_t slot = (uint32_t)token;
+    uint32_t gen = (uint32_t)(token >> 32) & RR_GEN_MASK;
+    if (slot >= e->capacity)
+        return NULL;
+    rr_session *s = &e->sessions[slot];
+    if (!s->in_use || (s->gen & RR_GEN_MASK) != gen)
+        return NULL; /* freed (and maybe reused) since the wakeup was queued */
+    return s;
+}
+
+const rr_sockaddr *rr_relay_packet(rr_worker *w, rr_session *s, uint64_t token, const uint8_t *pkt,
+                                   unsigned len, const rr_sockaddr *src, int truncated, int64_t now,
+                                   int *out_fd)
+{
+    int leg = (int)((token >> RR_TOKEN_LEG_SHIFT) & 1);
+    int rtcp = (int)((token >> RR_TOKEN_RTCP_SHIFT) & 1);
+    rr_leg *in = &s->leg[leg];
+    rr_leg *out = &s->leg[leg ^ 1];
+    rr_endpoint *ep = rtcp ? &in->rtcp : &in->rtp;
+    w->packets_in++;
+    if (truncated) {
+        in->truncated++;
+        return NULL;
+    }
+    if (!accept_source(in, ep, src)) {
+        ep->unknown_source++;
+        return NULL;
+    }
+    in->last_packet_ns = now;
+    s->timeout_reported = 0;
+    int kind;
+    if (rtcp) {
+        in->stats.rtcp_packets++;
+        in->stats.rtcp_bytes += len;
+        kind = RR_PKT_RTCP;
+    } else {
+        rr_dtmf_event dtmf[2];
+        int nd = 0;
+        kind = rr_stream_on_packet(&in->stats, pkt, len, now, in->rtcp_mux, dtmf, &nd);
+        for (int k = 0; k < nd; k++)
+            emit_dtmf(w->engine, s, (uint32_t)token, leg, &dtmf[k], now);
+    }
+    /* Next step (README.md): a tap on `in` copies the packet here, and an inject
+     * source on `out` drops media packets here because it sends its own. */
+    rr_endpoint *oep = &out->rtp;
+    if (kind == RR_PKT_RTCP && !out->rtcp_mux)
+        oep = &out->rtcp;
+    const rr_sockaddr *dst = destination(oep);
+    if (!dst) {
+        in->no_destination++;
+        return NULL;
+    }
+    *out_fd = oep->fd;
+    return dst;
+}
+
+int64_t rr_thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+void rr_note_round(rr_worker *w, int64_t start, int64_t end, int64_t cpu_ns)
+{
+    rr_note_timing(w->work_hist, cpu_ns);
+    rr_note_timing(w->stall_hist, end - start - cpu_ns);
+}
+
+void rr_note_timing(uint64_t *hist, int64_t ns)
+{
+    int64_t us = ns / 1000;
+    int k = 0;
+    while (k < RR_LATE_BUCKETS - 1 && us >= late_bounds_us[k])
+        k++;
+    hist[k]++;
+}
+
+/* ---------------------------------------------------------------- epoll backend */
+
+/* Send the nout datagrams queued in w->smsgs, one sendmmsg per run of the same
+ * socket (a socket per stream: usually one datagram per call). */
 static void send_runs(rr_worker *w, rr_leg *in, int nout)
 {
     int start = 0;
@@ -268,24 +276,20 @@ static void send_runs(rr_worker *w, rr_leg *in, int nout)
     }
 }
 
-static void process_socket(rr_worker *w, uint64_t token)
+/* Drain one ready socket: recvmmsg, account and forward every datagram. */
+static void process_socket(rr_worker *w, uint64_t token, int64_t now)
 {
-    rr_engine *e = w->engine;
-    uint32_t slot = (uint32_t)token;
-    uint32_t gen = (uint32_t)(token >> 32) & RR_GEN_MASK;
-    int leg = (int)((token >> 56) & 1);
-    int rtcp = (int)((token >> 57) & 1);
-    if (slot >= e->capacity)
+    rr_session *s = rr_token_session(w->engine, token);
+    if (!s)
         return;
-    rr_session *s = &e->sessions[slot];
-    if (!s->in_use || (s->gen & RR_GEN_MASK) != gen)
-        return; /* freed (and maybe reused) since epoll_wait returned */
+    int leg = (int)((token >> RR_TOKEN_LEG_SHIFT) & 1);
+    int rtcp = (int)((token >> RR_TOKEN_RTCP_SHIFT) & 1);
     rr_leg *in = &s->leg[leg];
-    rr_leg *out = &s->leg[leg ^ 1];
     rr_endpoint *ep = rtcp ? &in->rtcp : &in->rtp;
 
+    /* recvmmsg rewrites msg_namelen and msg_flags of the entries it fills; reset
+     * only those (the rest of each header was set up once in rr_engine_new). */
     for (int i = 0; i < RR_RECV_BATCH; i++) {
-        w->rmsgs[i].msg_hdr.msg_name = &w->src[i];
         w->rmsgs[i].msg_hdr.msg_namelen = sizeof(w->src[i]);
         w->rmsgs[i].msg_hdr.msg_flags = 0;
     }
@@ -293,62 +297,42 @@ static void process_socket(rr_worker *w, uint64_t token)
     w->recv_calls++;
     if (n <= 0)
         return;
-    int64_t now = rr_now_ns();
-    w->packets_in += (uint64_t)n;
     int nout = 0;
-    int accepted = 0;
     for (int i = 0; i < n; i++) {
         unsigned len = w->rmsgs[i].msg_len;
-        if (w->rmsgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
-            in->truncated++;
+        int fd;
+        const rr_sockaddr *dst = rr_relay_packet(w, s, token, w->buf[i], len, &w->src[i],
+                                                 (w->rmsgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0, now, &fd);
+        if (!dst)
             continue;
-        }
-        if (!accept_source(in, ep, &w->src[i])) {
-            ep->unknown_source++;
-            continue;
-        }
-        accepted++;
-        int kind;
-        if (rtcp) {
-            in->stats.rtcp_packets++;
-            in->stats.rtcp_bytes += len;
-            kind = RR_PKT_RTCP;
-        } else {
-            rr_dtmf_event dtmf[2];
-            int nd = 0;
-            kind = rr_stream_on_packet(&in->stats, w->buf[i], len, now, in->rtcp_mux, dtmf, &nd);
-            for (int k = 0; k < nd; k++)
-                emit_dtmf(e, s, slot, leg, &dtmf[k], now);
-        }
-        /* Next step (README.md): a tap on `in` copies w->buf[i] here, and an inject
-         * source on `out` drops media packets here because it sends its own. */
-        rr_endpoint *oep = &out->rtp;
-        if (kind == RR_PKT_RTCP && !out->rtcp_mux)
-            oep = &out->rtcp;
-        const rr_sockaddr *dst = destination(oep);
-        if (!dst) {
-            in->no_destination++;
-            continue;
-        }
         struct mmsghdr *m = &w->smsgs[nout];
         w->siov[nout].iov_base = w->buf[i];
         w->siov[nout].iov_len = len;
-        memset(&m->msg_hdr, 0, sizeof(m->msg_hdr));
         m->msg_hdr.msg_name = (void *)dst;
-        m->msg_hdr.msg_namelen = addr_len(dst);
+        m->msg_hdr.msg_namelen = rr_addr_len(dst);
         m->msg_hdr.msg_iov = &w->siov[nout];
         m->msg_hdr.msg_iovlen = 1;
-        w->out_fd[nout] = oep->fd;
+        m->msg_hdr.msg_control = NULL;
+        m->msg_hdr.msg_controllen = 0;
+        m->msg_hdr.msg_flags = 0;
+        w->out_fd[nout] = fd;
         nout++;
-    }
-    if (accepted) {
-        in->last_packet_ns = now;
-        s->timeout_reported = 0;
     }
     send_runs(w, in, nout);
 }
 
-static void scan_timeouts(rr_worker *w, int64_t now)
+/* When the session last showed life: a packet on either leg, or a restart of its idle clock. */
+static inline int64_t session_last_activity(const rr_session *s)
+{
+    int64_t last = s->idle_from_ns;
+    if (s->leg[0].last_packet_ns > last)
+        last = s->leg[0].last_packet_ns;
+    if (s->leg[1].last_packet_ns > last)
+        last = s->leg[1].last_packet_ns;
+    return last;
+}
+
+void rr_scan_timeouts(rr_worker *w, int64_t now)
 {
     rr_engine *e = w->engine;
     for (uint32_t k = 0; k < w->nactive; k++) {
@@ -359,17 +343,13 @@ static void scan_timeouts(rr_worker *w, int64_t now)
         int64_t limit = s->held ? s->hold_timeout_ns : s->timeout_ns;
         if (limit <= 0)
             continue;
-        int64_t last = s->created_ns;
-        if (s->leg[0].last_packet_ns > last)
-            last = s->leg[0].last_packet_ns;
-        if (s->leg[1].last_packet_ns > last)
-            last = s->leg[1].last_packet_ns;
+        int64_t last = session_last_activity(s);
         if (now - last < limit)
             continue;
         rr_event ev;
         memset(&ev, 0, sizeof(ev));
         ev.type = RR_EVENT_TIMEOUT;
-        ev.session_id = make_id(slot, s->gen);
+        ev.session_id = rr_make_id(slot, s->gen);
         ev.at_ns = now;
         ev.idle_ns = now - last;
         ev.held = s->held;
@@ -378,10 +358,43 @@ static void scan_timeouts(rr_worker *w, int64_t now)
     }
 }
 
-static void *worker_main(void *arg)
+void rr_worker_thread_setup(rr_worker *w)
+{
+    const rr_config *cfg = &w->engine->cfg;
+    atomic_store(&w->tid, (int)syscall(SYS_gettid));
+    if (cfg->poll_interval_ns > 0)
+        prctl(PR_SET_TIMERSLACK, RR_TIMER_SLACK_NS);
+    if (cfg->ncpus > 0) {
+        /* Pinning keeps the worker's cache and its sockets' softirq work on one
+         * core; it only helps when that core is not also the load's. */
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(cfg->cpus[w->index % cfg->ncpus], &set);
+        atomic_store(&w->pinned, pthread_setaffinity_np(pthread_self(), sizeof(set), &set) == 0);
+    }
+    if (cfg->rt_priority > 0) {
+        /* Media before everything else on the box (needs CAP_SYS_NICE); the naps
+         * keep a FIFO worker from monopolising its core, and the kernel's RT
+         * throttling (sched_rt_runtime_us) caps it anyway. */
+        struct sched_param sp = {.sched_priority = cfg->rt_priority};
+        atomic_store(&w->realtime, pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0);
+    }
+}
+
+/* Sleep until `t` (CLOCK_MONOTONIC ns) and return how late the sleep ended. */
+static int64_t nap_until(int64_t t)
+{
+    struct timespec at = {.tv_sec = t / 1000000000LL, .tv_nsec = t % 1000000000LL};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &at, NULL) == EINTR)
+        ;
+    return rr_now_ns() - t;
+}
+
+static void *epoll_worker_main(void *arg)
 {
     rr_worker *w = arg;
-    atomic_store(&w->tid, (int)syscall(SYS_gettid));
+    rr_worker_thread_setup(w);
+    atomic_store(&w->start_state, 1);
     struct epoll_event evs[RR_EPOLL_EVENTS];
     int64_t next_scan = rr_now_ns() + RR_TIMEOUT_SCAN_NS;
     int64_t poll_ns = w->engine->cfg.poll_interval_ns;
@@ -390,27 +403,16 @@ static void *worker_main(void *arg)
      * than the packet itself (a cross-CPU IPI, and a VM exit under a hypervisor).
      * So while traffic flows the worker naps poll_ns between non-blocking polls
      * (packets then wait at most poll_ns); when a poll finds nothing it blocks. */
-    if (poll_ns > 0)
-        prctl(PR_SET_TIMERSLACK, RR_TIMER_SLACK_NS);
-    if (w->engine->cfg.rt_priority > 0) {
-        /* Media before everything else on the box (needs CAP_SYS_NICE); the naps
-         * keep a FIFO worker from monopolising its core, and the kernel's RT
-         * throttling (sched_rt_runtime_us) caps it anyway. */
-        struct sched_param sp = {.sched_priority = w->engine->cfg.rt_priority};
-        atomic_store(&w->realtime, pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0);
-    }
     int64_t poll_start = 0;
     while (!atomic_load(&w->stop)) {
         int timeout_ms;
+        int64_t late = -1;
         if (busy) {
             /* Poll once per interval: nap only for what the last round's work left
              * of it, so under heavy load the worker polls back to back. */
             int64_t next_poll = poll_start + poll_ns;
-            if (next_poll > rr_now_ns()) {
-                struct timespec at = {.tv_sec = next_poll / 1000000000LL, .tv_nsec = next_poll % 1000000000LL};
-                while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &at, NULL) == EINTR)
-                    ;
-            }
+            if (next_poll > rr_now_ns())
+                late = nap_until(next_poll);
             timeout_ms = 0;
         } else {
             int64_t wait_ns = next_scan - rr_now_ns();
@@ -419,10 +421,16 @@ static void *worker_main(void *arg)
         int n = epoll_wait(w->epfd, evs, RR_EPOLL_EVENTS, timeout_ms);
         if (n < 0 && errno != EINTR)
             break;
-        poll_start = rr_now_ns();
+        /* One clock read per batch: arrival time, latch/idle bookkeeping and the
+         * timeout scan all use it (packets waited up to poll_ns anyway). */
+        int64_t now = rr_now_ns();
+        int64_t cpu0 = n > 0 ? rr_thread_cpu_ns() : 0;
+        poll_start = now;
         busy = poll_ns > 0 && n > 0;
         pthread_mutex_lock(&w->lock);
         w->wakeups++;
+        if (late >= 0)
+            rr_note_timing(w->late_hist, late);
         for (int i = 0; i < n; i++) {
             if (evs[i].data.u64 == RR_WAKE_TOKEN) {
                 uint64_t v;
@@ -430,12 +438,14 @@ static void *worker_main(void *arg)
                 (void)r;
                 continue;
             }
-            process_socket(w, evs[i].data.u64);
+            process_socket(w, evs[i].data.u64, now);
         }
-        int64_t now = rr_now_ns();
-        if (now >= next_scan) {
-            scan_timeouts(w, now);
-            next_scan = now + RR_TIMEOUT_SCAN_NS;
+        int64_t done = rr_now_ns();
+        if (n > 0)
+            rr_note_round(w, now, done, rr_thread_cpu_ns() - cpu0);
+        if (done >= next_scan) {
+            rr_scan_timeouts(w, done);
+            next_scan = done + RR_TIMEOUT_SCAN_NS;
         }
         pthread_mutex_unlock(&w->lock);
     }
@@ -455,25 +465,76 @@ static void raise_nofile_limit(void)
     }
 }
 
+int rr_io_uring_built(void)
+{
+#ifdef RR_HAVE_IO_URING
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int rr_io_uring_status(void)
+{
+#ifdef RR_HAVE_IO_URING
+    return rr_uring_probe();
+#else
+    return -ENOSYS;
+#endif
+}
+
+/* Resolve cfg->backend to the one this engine runs; RR_ERR_UNSUPPORTED (errno
+ * set) when io_uring was asked for explicitly and cannot run here. */
+static int choose_backend(int requested, int *backend)
+{
+    if (requested == RR_BACKEND_EPOLL) {
+        *backend = RR_BACKEND_EPOLL;
+        return RR_OK;
+    }
+    if (requested != RR_BACKEND_AUTO && requested != RR_BACKEND_IO_URING)
+        return RR_ERR_ARG;
+    int status = rr_io_uring_status();
+    if (status == 0) {
+        *backend = RR_BACKEND_IO_URING;
+        return RR_OK;
+    }
+    if (requested == RR_BACKEND_IO_URING) {
+        errno = -status;
+        return RR_ERR_UNSUPPORTED;
+    }
+    *backend = RR_BACKEND_EPOLL; /* AUTO: the portable fallback */
+    return RR_OK;
+}
+
 rr_engine *rr_engine_new(const rr_config *cfg, int *err)
 {
     *err = RR_ERR_ARG;
     if (cfg->workers < 1 || cfg->workers > RR_MAX_WORKERS || cfg->max_sessions == 0 ||
-        cfg->port_max < cfg->port_min || (cfg->bind_addr.sa.sa_family != AF_INET &&
-                                          cfg->bind_addr.sa.sa_family != AF_INET6))
+        cfg->port_max < cfg->port_min || cfg->ncpus < 0 || cfg->ncpus > RR_MAX_WORKERS ||
+        (cfg->bind_addr.sa.sa_family != AF_INET && cfg->bind_addr.sa.sa_family != AF_INET6))
         return NULL;
+    for (int i = 0; i < cfg->ncpus; i++)
+        if (cfg->cpus[i] < 0 || cfg->cpus[i] >= CPU_SETSIZE)
+            return NULL;
     uint32_t first = (cfg->port_min + 1u) & ~1u;
     if (first == 0)
         first = 2; /* port 0 would mean "any" to bind() */
     uint32_t npairs = first + 1 > cfg->port_max ? 0 : (cfg->port_max - first + 1) / 2;
     if (npairs < 2)
         return NULL; /* a session needs two pairs */
+    int backend;
+    int rc = choose_backend(cfg->backend, &backend);
+    if (rc != RR_OK) {
+        *err = rc;
+        return NULL;
+    }
     rr_engine *e = calloc(1, sizeof(*e));
     if (!e) {
         *err = RR_ERR_SOCKET;
         return NULL;
     }
     e->cfg = *cfg;
+    e->backend = backend;
     e->capacity = cfg->max_sessions;
     e->sessions = calloc(e->capacity, sizeof(rr_session));
     e->free_slots = calloc(e->capacity, sizeof(uint32_t));
@@ -505,16 +566,27 @@ rr_engine *rr_engine_new(const rr_config *cfg, int *err)
     e->pool_count = npairs;
     pthread_mutex_init(&e->ctl_lock, NULL);
     pthread_mutex_init(&e->ev_lock, NULL);
-    for (int i = 0; i < e->nworkers; i++)
+    for (int i = 0; i < e->nworkers; i++) {
         pthread_mutex_init(&e->workers[i].lock, NULL);
+        pthread_cond_init(&e->workers[i].cond, NULL);
+    }
     for (int i = 0; i < e->nworkers; i++) {
         rr_worker *w = &e->workers[i];
         w->engine = e;
         w->index = i;
         w->active = calloc(e->capacity, sizeof(uint32_t));
-        w->epfd = epoll_create1(EPOLL_CLOEXEC);
         w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (!w->active || w->epfd < 0 || w->wake_fd < 0)
+        if (!w->active || w->wake_fd < 0)
+            goto fail;
+        if (backend == RR_BACKEND_IO_URING) {
+            /* a slot is queued at most once between two worker iterations (free waits for one) */
+            w->arm_queue = calloc(e->capacity, sizeof(uint64_t));
+            if (!w->arm_queue)
+                goto fail;
+            continue;
+        }
+        w->epfd = epoll_create1(EPOLL_CLOEXEC);
+        if (w->epfd < 0)
             goto fail;
         struct epoll_event ev = {.events = EPOLLIN, .data.u64 = RR_WAKE_TOKEN};
         if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->wake_fd, &ev) < 0)
@@ -522,6 +594,7 @@ rr_engine *rr_engine_new(const rr_config *cfg, int *err)
         for (int k = 0; k < RR_RECV_BATCH; k++) {
             w->riov[k].iov_base = w->buf[k];
             w->riov[k].iov_len = RR_MAX_PACKET;
+            w->rmsgs[k].msg_hdr.msg_name = &w->src[k];
             w->rmsgs[k].msg_hdr.msg_iov = &w->riov[k];
             w->rmsgs[k].msg_hdr.msg_iovlen = 1;
         }
@@ -538,21 +611,37 @@ int rr_engine_start(rr_engine *e)
 {
     if (e->running)
         return RR_ERR_STATE;
+    void *(*body)(void *) = epoll_worker_main;
+#ifdef RR_HAVE_IO_URING
+    if (e->backend == RR_BACKEND_IO_URING)
+        body = rr_uring_worker_main;
+#endif
     for (int i = 0; i < e->nworkers; i++) {
         rr_worker *w = &e->workers[i];
         atomic_store(&w->stop, 0);
-        if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+        atomic_store(&w->start_state, 0);
+        if (pthread_create(&w->thread, NULL, body, w) != 0) {
             rr_engine_stop(e);
             return RR_ERR_SOCKET;
         }
         w->started = 1;
     }
-    /* Publish the thread ids before returning, so CPU accounting can find them. */
+    /* Wait until every worker runs (its tid is published, so CPU accounting can
+     * find it) or reports that it could not set up its ring. */
+    int failed = 0;
     for (int i = 0; i < e->nworkers; i++) {
-        for (int spin = 0; spin < RR_START_WAIT_STEPS && !atomic_load(&e->workers[i].tid); spin++) {
+        rr_worker *w = &e->workers[i];
+        for (int spin = 0; spin < RR_START_WAIT_STEPS && !atomic_load(&w->start_state); spin++) {
             struct timespec step = {.tv_sec = 0, .tv_nsec = RR_START_WAIT_STEP_NS};
             nanosleep(&step, NULL);
         }
+        if (atomic_load(&w->start_state) < 0)
+            failed = -atomic_load(&w->start_state);
+    }
+    if (failed) {
+        rr_engine_stop(e);
+        errno = failed;
+        return RR_ERR_SOCKET;
     }
     e->running = 1;
     return RR_OK;
@@ -604,7 +693,9 @@ void rr_engine_free(rr_engine *e)
             if (w->wake_fd >= 0)
                 close(w->wake_fd);
             free(w->active);
+            free(w->arm_queue);
             pthread_mutex_destroy(&w->lock);
+            pthread_cond_destroy(&w->cond);
         }
     }
     if (e->event_fd >= 0)
@@ -649,7 +740,7 @@ static int open_udp(rr_engine *e, uint16_t port)
         a.in4.sin_port = htons(port);
     else
         a.in6.sin6_port = htons(port);
-    if (bind(fd, &a.sa, addr_len(&a)) < 0) {
+    if (bind(fd, &a.sa, rr_addr_len(&a)) < 0) {
         int saved = errno;
         close(fd);
         errno = saved;
@@ -762,6 +853,7 @@ int rr_session_alloc(rr_engine *e, const rr_session_params *p, uint64_t *id_out)
     s->gen = gen;
     s->worker = (uint16_t)worker;
     s->created_ns = now;
+    s->idle_from_ns = now;
     s->timeout_ns = p->timeout_ns >= 0 ? p->timeout_ns : e->cfg.default_timeout_ns;
     s->hold_timeout_ns = p->hold_timeout_ns >= 0 ? p->hold_timeout_ns : e->cfg.default_hold_timeout_ns;
     for (int l = 0; l < 2; l++) {
@@ -771,9 +863,9 @@ int rr_session_alloc(rr_engine *e, const rr_session_params *p, uint64_t *id_out)
         rr_stream_init(&L->stats, p->clock_rate, p->dtmf_pt);
     }
     int ok = 1;
-    for (int l = 0; l < 2 && ok; l++) {
+    for (int l = 0; l < 2 && ok && e->backend == RR_BACKEND_EPOLL; l++) {
         for (int r = 0; r < 2 && ok; r++) {
-            struct epoll_event ev = {.events = EPOLLIN, .data.u64 = make_token(slot, gen, l, r)};
+            struct epoll_event ev = {.events = EPOLLIN, .data.u64 = rr_make_token(slot, gen, l, r)};
             int fd = r ? s->leg[l].rtcp.fd : s->leg[l].rtp.fd;
             if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
                 ok = 0;
@@ -792,11 +884,15 @@ int rr_session_alloc(rr_engine *e, const rr_session_params *p, uint64_t *id_out)
         pthread_mutex_unlock(&e->ctl_lock);
         return RR_ERR_SOCKET;
     }
+#ifdef RR_HAVE_IO_URING
+    if (e->backend == RR_BACKEND_IO_URING)
+        rr_uring_session_added(w, slot, gen);
+#endif
     s->worker_pos = w->nactive;
     w->active[w->nactive++] = slot;
     s->in_use = 1;
     pthread_mutex_unlock(&w->lock);
-    *id_out = make_id(slot, gen);
+    *id_out = rr_make_id(slot, gen);
     return RR_OK;
 }
 
@@ -838,13 +934,24 @@ int rr_session_free(rr_engine *e, uint64_t id, rr_session_info *final_info)
         fill_info(s, final_info);
     uint16_t ports[2] = {s->leg[0].rtp.local_port, s->leg[1].rtp.local_port};
     uint32_t slot = (uint32_t)id;
-    close_session_fds(s); /* close() drops them from the epoll set */
+    uint32_t old_gen = s->gen;
     s->in_use = 0;
     s->gen++;
     uint32_t pos = s->worker_pos;
     uint32_t last = w->active[--w->nactive];
     w->active[pos] = last;
     e->sessions[last].worker_pos = pos;
+#ifdef RR_HAVE_IO_URING
+    if (e->backend == RR_BACKEND_IO_URING && w->ring_live) {
+        /* The ring's receives hold the sockets open: the worker cancels them and
+         * closes the fds; returning after that keeps "free() releases the ports". */
+        rr_uring_session_closing(w, s, slot, old_gen);
+    } else
+#endif
+    {
+        (void)old_gen;
+        close_session_fds(s); /* close() drops them from the epoll set */
+    }
     pthread_mutex_unlock(&w->lock);
 
     int64_t now = rr_now_ns();
@@ -896,7 +1003,25 @@ int rr_session_set_hold(rr_engine *e, uint64_t id, int held)
     rr_session *s = lock_session(e, id, &w);
     if (!s)
         return RR_ERR_NO_SESSION;
-    s->held = held ? 1 : 0;
+    if (s->held != (held ? 1 : 0)) {
+        /* Going on hold or coming off it: the other timeout applies from now, not from the
+         * last packet before the change. */
+        s->held = held ? 1 : 0;
+        s->idle_from_ns = rr_now_ns();
+        s->timeout_reported = 0;
+    }
+    pthread_mutex_unlock(&w->lock);
+    return RR_OK;
+}
+
+int rr_session_restart_idle(rr_engine *e, uint64_t id)
+{
+    rr_worker *w;
+    rr_session *s = lock_session(e, id, &w);
+    if (!s)
+        return RR_ERR_NO_SESSION;
+    s->idle_from_ns = rr_now_ns();
+    s->timeout_reported = 0;
     pthread_mutex_unlock(&w->lock);
     return RR_OK;
 }
@@ -955,13 +1080,8 @@ size_t rr_sessions_idle_since(rr_engine *e, int64_t since_ns, uint64_t *ids, siz
         pthread_mutex_lock(&w->lock);
         for (uint32_t k = 0; k < w->nactive && n < max; k++) {
             rr_session *s = &e->sessions[w->active[k]];
-            int64_t last = s->created_ns;
-            if (s->leg[0].last_packet_ns > last)
-                last = s->leg[0].last_packet_ns;
-            if (s->leg[1].last_packet_ns > last)
-                last = s->leg[1].last_packet_ns;
-            if (last < since_ns)
-                ids[n++] = make_id(w->active[k], s->gen);
+            if (session_last_activity(s) < since_ns)
+                ids[n++] = rr_make_id(w->active[k], s->gen);
         }
         pthread_mutex_unlock(&w->lock);
     }
@@ -979,7 +1099,14 @@ void rr_engine_counters_get(rr_engine *e, rr_engine_counters *o)
         o->send_calls += w->send_calls;
         o->packets_in += w->packets_in;
         o->packets_out += w->packets_out;
+        o->recv_errors += w->recv_errors;
+        for (int k = 0; k < RR_LATE_BUCKETS; k++) {
+            o->late[k] += w->late_hist[k];
+            o->work[k] += w->work_hist[k];
+            o->stall[k] += w->stall_hist[k];
+        }
         o->realtime_workers += (uint32_t)atomic_load(&w->realtime);
+        o->pinned_workers += (uint32_t)atomic_load(&w->pinned);
         pthread_mutex_unlock(&w->lock);
     }
     pthread_mutex_lock(&e->ev_lock);
@@ -1000,3 +1127,5 @@ int rr_engine_worker_tid(const rr_engine *e, int i)
         return 0;
     return atomic_load(&((rr_engine *)e)->workers[i].tid);
 }
+
+int rr_engine_backend(const rr_engine *e) { return e->backend; }

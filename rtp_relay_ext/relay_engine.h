@@ -1,6 +1,10 @@
 /*
- * Native RTP relay engine: worker threads that own the relay sockets, wait with
- * epoll and move packets with recvmmsg/sendmmsg, outside the Python GIL.
+ * Native RTP relay engine: worker threads that own the relay sockets and move
+ * packets outside the Python GIL.  Two I/O backends, chosen per engine:
+ *   - epoll: epoll_wait, then recvmmsg/sendmmsg per ready socket;
+ *   - io_uring (when built with liburing and the kernel allows it): multishot
+ *     recvmsg into a provided-buffer ring on every socket, all of a batch's sends
+ *     queued as SQEs and submitted with one io_uring_enter.
  *
  * Threading contract
  *   - Each session belongs to one worker.  The worker holds its own mutex while
@@ -20,6 +24,9 @@
 
 #include "rtp_stats.h"
 
+/* Upper bound of worker threads: one per core is the useful maximum. */
+#define RR_MAX_WORKERS 64
+
 #define RR_LEG_A 0
 #define RR_LEG_B 1
 
@@ -34,7 +41,21 @@ enum {
     RR_ERR_SOCKET = -4,       /* socket/bind/epoll failure; errno tells */
     RR_ERR_ARG = -5,          /* bad argument */
     RR_ERR_STATE = -6,        /* engine not in the right state (started/stopped) */
+    RR_ERR_UNSUPPORTED = -7,  /* the requested backend is not built in or the kernel refuses it; errno tells */
 };
+
+enum {
+    RR_BACKEND_AUTO = 0,      /* io_uring when built in and usable, else epoll */
+    RR_BACKEND_EPOLL = 1,
+    RR_BACKEND_IO_URING = 2,
+};
+
+/* Timing histograms in rr_engine_counters: bucket k counts values below
+ * RR_LATE_BOUNDS_US[k] microseconds (and not below the previous bound); the
+ * last bucket counts the rest.  Bounds: 100 us, 500 us, 1 ms, 2 ms (the p99
+ * budget), 10 ms. */
+#define RR_LATE_BUCKETS 6
+#define RR_LATE_BOUNDS_US {100, 500, 1000, 2000, 10000}
 
 typedef union rr_sockaddr {
     struct sockaddr sa;       /* sa_family == 0 means "not set" */
@@ -57,6 +78,9 @@ typedef struct rr_config {
     int64_t poll_interval_ns; /* after a wakeup that found packets, sleep this long and poll
                                  instead of blocking: senders then never pay a wakeup (0 = off) */
     int rt_priority;          /* SCHED_FIFO priority of the workers, 0 = normal scheduling */
+    int backend;              /* RR_BACKEND_* */
+    int ncpus;                /* worker i is pinned to cpus[i % ncpus]; 0 = not pinned */
+    int cpus[RR_MAX_WORKERS];
 } rr_config;
 
 typedef struct rr_session_params {
@@ -110,6 +134,10 @@ typedef struct rr_session {
     uint16_t worker;
     uint32_t worker_pos;      /* index in the worker's active list */
     int64_t created_ns;
+    /* The media-timeout clock counts from the later of this and the last packet: allocation,
+     * then reset when the call is answered or put on or off hold (endpoints may take a moment
+     * to start sending, and silence while ringing or held must not count against the call). */
+    int64_t idle_from_ns;
     int64_t timeout_ns;
     int64_t hold_timeout_ns;
     rr_leg leg[2];
@@ -146,10 +174,19 @@ typedef struct rr_event {
 } rr_event;
 
 typedef struct rr_engine_counters {
-    uint64_t wakeups, recv_calls, send_calls, packets_in, packets_out;
+    uint64_t wakeups;         /* loop iterations that looked for packets */
+    uint64_t recv_calls;      /* epoll: recvmmsg calls; io_uring: receive completions (one per packet) */
+    uint64_t send_calls;      /* epoll: sendmmsg calls; io_uring: io_uring_enter calls that submitted */
+    uint64_t packets_in, packets_out;
+    uint64_t recv_errors;     /* io_uring: receive completions carrying an error */
     uint64_t events_dropped;
+    /* Where a packet's wait goes, per loop round that moved packets: */
+    uint64_t late[RR_LATE_BUCKETS];  /* busy naps by how late they ended (wakeup scheduling delay) */
+    uint64_t work[RR_LATE_BUCKETS];  /* rounds by the worker's CPU time in them (queueing behind work) */
+    uint64_t stall[RR_LATE_BUCKETS]; /* rounds by wall minus CPU time (preempted, or a control call held the lock) */
     uint32_t sessions, ports_free, ports_total;
     uint32_t realtime_workers; /* workers that obtained SCHED_FIFO */
+    uint32_t pinned_workers;   /* workers pinned to a CPU */
 } rr_engine_counters;
 
 typedef struct rr_engine rr_engine;
@@ -167,6 +204,7 @@ int rr_session_alloc(rr_engine *e, const rr_session_params *p, uint64_t *id_out)
 int rr_session_free(rr_engine *e, uint64_t id, rr_session_info *final_info);
 int rr_session_set_peer(rr_engine *e, uint64_t id, int leg, const rr_peer *peer);
 int rr_session_set_hold(rr_engine *e, uint64_t id, int held);
+int rr_session_restart_idle(rr_engine *e, uint64_t id);
 int rr_session_set_timeouts(rr_engine *e, uint64_t id, int64_t timeout_ns, int64_t hold_timeout_ns);
 int rr_session_set_media(rr_engine *e, uint64_t id, uint32_t clock_rate, int dtmf_pt);
 int rr_session_info_get(rr_engine *e, uint64_t id, rr_session_info *out);
@@ -177,5 +215,11 @@ int rr_engine_event_fd(const rr_engine *e);
 void rr_engine_counters_get(rr_engine *e, rr_engine_counters *out);
 int rr_engine_worker_count(const rr_engine *e);
 int rr_engine_worker_tid(const rr_engine *e, int i);
+/* RR_BACKEND_EPOLL or RR_BACKEND_IO_URING: the backend this engine runs. */
+int rr_engine_backend(const rr_engine *e);
+/* 0 if the io_uring backend is built in and usable here, else -errno (-ENOSYS: not built in). */
+int rr_io_uring_status(void);
+/* 1 if the extension was compiled with the io_uring backend (liburing present), else 0. */
+int rr_io_uring_built(void);
 
 #endif

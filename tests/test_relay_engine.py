@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import select
 import socket
 import struct
@@ -14,11 +15,15 @@ import pytest
 from rtp_relay_ext import (
     LEG_A,
     LEG_B,
+    TIMING_BOUNDS_US,
     DtmfEvent,
     MediaTimeout,
     PoolExhausted,
     RelayEngine,
+    RelayError,
     SessionNotFound,
+    io_uring_available,
+    io_uring_status,
     now,
 )
 
@@ -66,10 +71,27 @@ def port_range() -> tuple[int, int]:
     return base, base + PORT_BLOCK - 1
 
 
+# Every behaviour test runs on both I/O backends; io_uring is skipped (with the
+# reason) where the build or the kernel does not offer it.
+BACKENDS = [
+    "epoll",
+    pytest.param(
+        "io_uring",
+        marks=pytest.mark.skipif(not io_uring_available(), reason=f"io_uring: {io_uring_status()}"),
+    ),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
 @pytest.fixture
-def engine() -> Iterator[RelayEngine]:
+def engine(backend: str) -> Iterator[RelayEngine]:
     lo, hi = port_range()
-    e = RelayEngine(HOST, lo, hi, quarantine=30.0, media_timeout=0, hold_timeout=0)
+    e = RelayEngine(HOST, lo, hi, quarantine=30.0, media_timeout=0, hold_timeout=0, backend=backend)
+    assert e.backend == backend
     yield e
     e.close()
 
@@ -311,9 +333,9 @@ def test_dtmf_reported_once_as_event(engine: RelayEngine, peers: tuple[Peer, Pee
     assert engine.poll_events() == []
 
 
-def test_media_timeout_reported_once() -> None:
+def test_media_timeout_reported_once(backend: str) -> None:
     lo, hi = port_range()
-    with RelayEngine(HOST, lo, hi, media_timeout=0.3, hold_timeout=0) as e:
+    with RelayEngine(HOST, lo, hi, media_timeout=0.3, hold_timeout=0, backend=backend) as e:
         quiet = e.allocate()
         held = e.allocate(hold_timeout=30.0)
         e.set_hold(held, True)
@@ -332,14 +354,48 @@ def test_media_timeout_reported_once() -> None:
         assert e.poll_events() == []  # once, not every scan
 
 
-def test_held_session_uses_hold_timeout() -> None:
+def test_held_session_uses_hold_timeout(backend: str) -> None:
     lo, hi = port_range()
-    with RelayEngine(HOST, lo, hi, media_timeout=30.0, hold_timeout=0.2) as e:
+    with RelayEngine(HOST, lo, hi, media_timeout=30.0, hold_timeout=0.2, backend=backend) as e:
         sid = e.allocate()
         time.sleep(0.4)
         assert e.poll_events() == []
         e.set_hold(sid, True)
         assert wait_for(lambda: any(isinstance(x, MediaTimeout) and x.held for x in e.poll_events()))
+
+
+def test_restart_idle_counts_the_timeout_afresh(backend: str) -> None:
+    """A call that rang silently past the timeout, then answered: the clock restarts at the
+    answer, and a timeout already reported is reported again if the silence goes on."""
+    lo, hi = port_range()
+    with RelayEngine(HOST, lo, hi, media_timeout=0.3, hold_timeout=0, backend=backend) as e:
+        sid = e.allocate()
+        assert wait_for(lambda: any(isinstance(x, MediaTimeout) for x in e.poll_events()))
+        answered = time.monotonic()
+        e.restart_idle(sid)
+        mark = now()
+        assert e.sessions_idle_since(mark - 0.1) == []  # active as of the restart
+        assert wait_for(lambda: any(isinstance(x, MediaTimeout) for x in e.poll_events()))
+        assert time.monotonic() - answered >= 0.3
+        e.free(sid)
+        with pytest.raises(SessionNotFound):
+            e.restart_idle(sid)
+
+
+def test_hold_change_restarts_the_idle_clock(backend: str) -> None:
+    """Resumed after a silent hold longer than the active timeout: not timed out at once."""
+    lo, hi = port_range()
+    with RelayEngine(HOST, lo, hi, media_timeout=0.4, hold_timeout=30.0, backend=backend) as e:
+        sid = e.allocate()
+        e.set_hold(sid, True)
+        time.sleep(0.6)
+        assert e.poll_events() == []
+        resumed = time.monotonic()
+        e.set_hold(sid, False)
+        time.sleep(0.2)
+        assert e.poll_events() == []  # 0.8 s silent in all, but only 0.2 s since the resume
+        assert wait_for(lambda: any(isinstance(x, MediaTimeout) and not x.held for x in e.poll_events()))
+        assert time.monotonic() - resumed >= 0.4
 
 
 def test_sessions_idle_since(engine: RelayEngine, peers: tuple[Peer, Peer]) -> None:
@@ -357,10 +413,10 @@ def test_sessions_idle_since(engine: RelayEngine, peers: tuple[Peer, Peer]) -> N
     assert abs(now() - time.monotonic()) < 0.01  # same clock as time.monotonic()
 
 
-def test_freed_ports_quarantined() -> None:
+def test_freed_ports_quarantined(backend: str) -> None:
     lo = PORT_BASE + next(_blocks) * PORT_BLOCK
     hi = lo + 11  # exactly 6 port pairs: 3 sessions
-    with RelayEngine(HOST, lo, hi, quarantine=0.5) as e:
+    with RelayEngine(HOST, lo, hi, quarantine=0.5, backend=backend) as e:
         s1 = e.allocate()
         first_ports = set(e.ports(s1))
         e.free(s1)
@@ -404,10 +460,10 @@ def test_bad_arguments_rejected(engine: RelayEngine) -> None:
         RelayEngine(HOST, 5000, 5002)  # fewer than two port pairs
 
 
-def test_two_workers_share_sessions(peers: tuple[Peer, Peer]) -> None:
+def test_two_workers_share_sessions(peers: tuple[Peer, Peer], backend: str) -> None:
     a, b = peers
     lo, hi = port_range()
-    with RelayEngine(HOST, lo, hi, workers=2, quarantine=0) as e:
+    with RelayEngine(HOST, lo, hi, workers=2, quarantine=0, backend=backend) as e:
         assert len([t for t in e.worker_tids() if t]) == 2
         sids = [e.allocate() for _ in range(4)]
         for n, sid in enumerate(sids):
@@ -419,3 +475,140 @@ def test_two_workers_share_sessions(peers: tuple[Peer, Peer]) -> None:
         for sid in sids:
             e.free(sid)
         assert e.counters()["sessions"] == 0
+
+
+def test_free_releases_the_ports_at_once(engine: RelayEngine, peers: tuple[Peer, Peer]) -> None:
+    """free() returns with the sockets closed (io_uring: receives cancelled first)."""
+    a, b = peers
+    sid = engine.allocate()
+    (a_rtp, a_rtcp), (b_rtp, b_rtcp) = engine.ports(sid)
+    engine.set_peer(sid, LEG_A, a.addr)
+    engine.set_peer(sid, LEG_B, b.addr)
+    a.send(rtp(1), a_rtp)
+    assert b.recv()[0] == rtp(1)
+    engine.free(sid)
+    for port in (a_rtp, a_rtcp, b_rtp, b_rtcp):
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.bind((HOST, port))  # EADDRINUSE if a pending receive kept the socket alive
+        probe.close()
+
+
+def test_burst_on_one_socket_relayed_in_order(engine: RelayEngine, peers: tuple[Peer, Peer]) -> None:
+    """More datagrams than one receive batch queued on one socket all arrive, in order."""
+    a, b = peers
+    sid = engine.allocate()
+    (a_rtp, _), _ = engine.ports(sid)
+    engine.set_peer(sid, LEG_A, a.addr)
+    engine.set_peer(sid, LEG_B, b.addr)
+    burst = 200  # > RR_RECV_BATCH (32) and > the multishot retry budget
+    for seq in range(burst):
+        a.send(rtp(seq, seq * 160), a_rtp)
+    got = [b.recv()[0] for _ in range(burst)]
+    assert got == [rtp(seq, seq * 160) for seq in range(burst)]
+    assert wait_for(lambda: engine.stats(sid)["a_to_b"]["forwarded"] == burst)
+
+
+def test_oversized_datagram_dropped_as_truncated(engine: RelayEngine, peers: tuple[Peer, Peer]) -> None:
+    a, b = peers
+    sid = engine.allocate()
+    (a_rtp, _), _ = engine.ports(sid)
+    engine.set_peer(sid, LEG_A, a.addr)
+    engine.set_peer(sid, LEG_B, b.addr)
+    a.send(rtp(1, payload=b"\x00" * 3000), a_rtp)  # larger than RR_MAX_PACKET (2048)
+    a.send(rtp(2), a_rtp)
+    assert b.recv()[0] == rtp(2)
+    info = engine.stats(sid)["a_to_b"]
+    assert info["truncated"] == 1
+    assert info["forwarded"] == 1
+
+
+def test_stop_and_start_keep_sessions(engine: RelayEngine, peers: tuple[Peer, Peer]) -> None:
+    """Stopped workers leave the sockets open; restarted ones relay them again."""
+    a, b = peers
+    sid = engine.allocate()
+    (a_rtp, _), _ = engine.ports(sid)
+    engine.set_peer(sid, LEG_A, a.addr)
+    engine.set_peer(sid, LEG_B, b.addr)
+    a.send(rtp(1), a_rtp)
+    assert b.recv()[0] == rtp(1)
+    engine.stop()
+    a.send(rtp(2), a_rtp)  # queues in the kernel meanwhile
+    assert b.nothing(0.1)
+    late = engine.allocate()  # allocated while stopped: armed when the workers start
+    (late_a, _), _ = engine.ports(late)
+    engine.set_peer(late, LEG_A, a.addr)
+    engine.set_peer(late, LEG_B, b.addr)
+    engine.start()
+    assert b.recv()[0] == rtp(2)
+    a.send(rtp(3), late_a)
+    assert b.recv()[0] == rtp(3)
+    engine.free(sid)  # after a restart the new ring owns the receives
+    engine.free(late)
+
+
+def test_many_sessions_allocated_and_freed_while_relaying(peers: tuple[Peer, Peer], backend: str) -> None:
+    """Churn next to a live call with ports reused at once (no quarantine): the live
+    call loses nothing and the few free pairs are bound again and again."""
+    a, b = peers
+    lo, hi = port_range()
+    with RelayEngine(HOST, lo, hi, quarantine=0, media_timeout=0, hold_timeout=0, backend=backend) as e:
+        live = e.allocate()
+        (a_rtp, _), _ = e.ports(live)
+        e.set_peer(live, LEG_A, a.addr)
+        e.set_peer(live, LEG_B, b.addr)
+        uses: dict[int, int] = {}
+        for seq in range(40):
+            sids = [e.allocate() for _ in range(3)]
+            for sid in sids:
+                for rtp_port, _ in e.ports(sid):
+                    uses[rtp_port] = uses.get(rtp_port, 0) + 1
+            a.send(rtp(seq, seq * 160), a_rtp)
+            for sid in sids:
+                e.free(sid)
+            assert b.recv()[0] == rtp(seq, seq * 160)
+        assert e.stats(live)["a_to_b"]["lost"] == 0
+        assert e.counters()["sessions"] == 1
+        assert min(uses.values()) >= 5  # 240 pair allocations over 30 free pairs: each reused
+
+
+def test_timing_counters_cover_every_round(engine: RelayEngine, peers: tuple[Peer, Peer]) -> None:
+    a, b = peers
+    sid = engine.allocate()
+    (a_rtp, _), _ = engine.ports(sid)
+    engine.set_peer(sid, LEG_A, a.addr)
+    engine.set_peer(sid, LEG_B, b.addr)
+    for seq in range(20):
+        a.send(rtp(seq), a_rtp)
+        b.recv()
+    c = engine.counters()
+    assert len(c["late_naps"]) == len(c["round_work"]) == len(c["round_stall"]) == len(TIMING_BOUNDS_US) + 1
+    assert sum(c["round_work"]) == sum(c["round_stall"]) >= 1  # rounds that moved packets were timed
+    assert c["packets_in"] == c["packets_out"] == 20
+    assert c["recv_errors"] == 0
+
+
+def test_backend_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    lo, hi = port_range()
+    with RelayEngine(HOST, lo, hi, backend="epoll") as e:
+        assert e.backend == "epoll"
+    monkeypatch.setenv("RTP_RELAY_BACKEND", "epoll")
+    with RelayEngine(HOST, lo, hi) as e:
+        assert e.backend == "epoll"
+    monkeypatch.delenv("RTP_RELAY_BACKEND")
+    with RelayEngine(HOST, lo, hi) as e:  # auto: io_uring where it can run
+        assert e.backend == ("io_uring" if io_uring_available() else "epoll")
+    with pytest.raises(ValueError):
+        RelayEngine(HOST, lo, hi, backend="kqueue")
+    if not io_uring_available():
+        with pytest.raises(RelayError):
+            RelayEngine(HOST, lo, hi, backend="io_uring")
+
+
+def test_worker_pinned_when_asked(backend: str) -> None:
+    lo, hi = port_range()
+    with RelayEngine(HOST, lo, hi, backend=backend, worker_cpus=[0]) as e:
+        assert e.counters()["pinned_workers"] == 1
+        tid = e.worker_tids()[0]
+        assert os.sched_getaffinity(tid) == {0}
+    with pytest.raises(ValueError):
+        RelayEngine(HOST, lo, hi, backend=backend, worker_cpus=[-1])

@@ -28,3 +28,33 @@ def test_cli_prints_one_json_object(capsys) -> None:
     data = json.loads(lines[0])
     assert data["streams"] == 2
     assert data["packets_received"] == data["packets_sent"] == 2 * 2 * 10
+
+
+def test_each_backend_relays_every_packet_and_reports_where_time_went() -> None:
+    from rtp_relay_ext import io_uring_available
+
+    backends = ["epoll"] + (["io_uring"] if io_uring_available() else [])
+    for n, backend in enumerate(backends):
+        result = run(
+            3, 0.3, port_min=PORT_MIN + 400 + 100 * n, backend=backend, relay_cpus=[0], generator_cpu=0
+        )
+        assert result["backend"] == backend
+        assert result["packets_received"] == result["packets_sent"] == 3 * 2 * int(0.3 / 0.020)
+        assert result["relay_pinned_workers"] == 1 and result["generator_pinned_threads"] == 2
+        assert sum(result["relay_round_work"]) == sum(result["relay_round_stall"]) > 0
+        assert result["unaccounted_io_uring_threads"] == 0
+        assert result["generator_tx_late_max_ms"] >= result["generator_tx_late_p99_ms"] >= 0
+
+
+def test_sweep_summary_takes_medians_of_accepted_runs() -> None:
+    from loadtest.rtp_load.sweep import COLUMNS, summary
+
+    base = {key: 0.0 for key, _, _ in COLUMNS}
+    runs = [
+        dict(base, streams=10, backend="epoll", latency_p99_ms=p99, rejected=rejected)
+        for p99, rejected in ((1.0, False), (3.0, False), (2.0, False), (99.0, True))
+    ]
+    table = summary(runs)
+    row = next(line for line in table.splitlines() if line.startswith("| 10 | epoll"))
+    assert "| 3 |" in row  # the rejected run is left out
+    assert "| 2.00 |" in row  # median p99 of 1, 2, 3

@@ -7,6 +7,15 @@ seconds and prints one JSON object: counts, loss, relayed pps, added latency
 percentiles (send stamp in the payload to receive) and the CPU of the relay's
 worker threads.  Only 127.0.0.1 is ever addressed; the run is bounded by S plus
 a short drain and stops by itself.
+
+What the latency includes: the sender stamps CLOCK_REALTIME just before each
+sendmmsg batch; the receiver takes the kernel's arrival stamp (SO_TIMESTAMPNS),
+set when the relay's send delivers the datagram into the generator's socket.
+So it is generator batch position (a few us per packet ahead in the batch) +
+time queued in the relay socket + relay processing, and never the generator's
+own receive delay.  The sender's schedule lateness (tx_late_*) and the CPU left
+to the relay (other_cpu_cores: everything on the machine outside this process)
+are reported so a starved generator or a busy machine is visible in the figures.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from rtp_relay_ext import LEG_A, LEG_B, RelayEngine
+from rtp_relay_ext import LEG_A, LEG_B, TIMING_BOUNDS_US, RelayEngine
 
 from ._gen import Generator
 
@@ -80,6 +89,29 @@ class MachineCpu:
         return cls((user + nice + system + irq + softirq + steal) / tick, softirq / tick)
 
 
+def process_cpu() -> float:
+    """CPU seconds (user + system) of this whole process, all threads."""
+    t = os.times()
+    return t.user + t.system
+
+
+def io_uring_kernel_tids() -> list[int]:
+    """Threads io_uring created for this process (iou-wrk-*, iou-sqp-*): relay work if any."""
+    tids = []
+    for name in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{name}/comm") as f:
+                if f.read().startswith("iou-"):
+                    tids.append(int(name))
+        except OSError:
+            continue  # exited meanwhile
+    return tids
+
+
+def _delta(before: list[int], after: list[int]) -> list[int]:
+    return [b - a for a, b in zip(before, after, strict=True)]
+
+
 def raise_fd_limit(needed: int) -> int:
     """Raise the soft RLIMIT_NOFILE towards the hard limit; returns the soft limit in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -91,15 +123,31 @@ def raise_fd_limit(needed: int) -> int:
 
 
 def run(
-    calls: int, seconds: float, *, workers: int = 1, port_min: int = DEFAULT_PORT_MIN, rt_priority: int = 0
+    calls: int,
+    seconds: float,
+    *,
+    workers: int = 1,
+    port_min: int = DEFAULT_PORT_MIN,
+    rt_priority: int = 0,
+    backend: str | None = None,
+    relay_cpus: list[int] | None = None,
+    generator_cpu: int = -1,
+    poll_interval: float | None = None,
 ) -> dict:
-    """Run one load test and return its result (the JSON object printed by main)."""
+    """Run one load test and return its result (the JSON object printed by main).
+
+    ``backend``: relay I/O backend ("epoll", "io_uring", "auto"; None = the
+    engine's default).  ``relay_cpus`` pins the relay workers, ``generator_cpu``
+    (>= 0) the generator's two threads.  ``poll_interval`` overrides the relay's
+    busy-poll nap (seconds).
+    """
     if not 1 <= calls <= MAX_CALLS:
         raise ValueError(f"calls must be 1..{MAX_CALLS}")
     if not 0 < seconds <= MAX_SECONDS:
         raise ValueError(f"seconds must be in (0, {MAX_SECONDS}]")
     fd_limit = raise_fd_limit(calls * PORTS_PER_CALL + 2 * SOCKETS_PER_SIDE + 64)
     port_max = min(65535, port_min + calls * PORTS_PER_CALL + PORT_SLACK)
+    options = {} if poll_interval is None else {"poll_interval": poll_interval}
     engine = RelayEngine(
         HOST,
         port_min,
@@ -110,6 +158,9 @@ def run(
         media_timeout=0,
         hold_timeout=0,
         rt_priority=rt_priority,
+        backend=backend,
+        worker_cpus=relay_cpus,
+        **options,
     )
     try:
         gen = Generator(calls, SOCKETS_PER_SIDE, GEN_RCVBUF)
@@ -122,16 +173,21 @@ def run(
             engine.set_peer(sid, LEG_B, (HOST, b_port))
             gen.set_target(call, a_rtp, b_rtp)
             sessions.append(sid)
-        tids = engine.worker_tids()
+        tids = engine.worker_tids() + io_uring_kernel_tids()
+        load_before = os.getloadavg()[0]
         c0 = engine.counters()
         t_cpu0 = ThreadCpu.read(tids)
         m_cpu0 = MachineCpu.read()
+        p_cpu0 = process_cpu()
         wall0 = time.monotonic()
-        g = gen.run(seconds, PTIME_NS, G711_PAYLOAD, TICK_NS, DRAIN_NS, rt_priority)
+        g = gen.run(seconds, PTIME_NS, G711_PAYLOAD, TICK_NS, DRAIN_NS, rt_priority, generator_cpu)
         wall = time.monotonic() - wall0
+        late_tids = [t for t in io_uring_kernel_tids() if t not in tids]  # none expected: reported
         t_cpu1 = ThreadCpu.read(tids)
         m_cpu1 = MachineCpu.read()
+        p_cpu1 = process_cpu()
         c1 = engine.counters()
+        relay_backend = engine.backend
         drops = {"unknown_source": 0, "send_errors": 0, "no_destination": 0}
         for sid in sessions:
             info = engine.session_info(sid)
@@ -151,7 +207,10 @@ def run(
         "streams": calls,
         "directions": 2 * calls,
         "seconds": seconds,
+        "backend": relay_backend,
         "workers": workers,
+        "relay_pinned_workers": c1["pinned_workers"],
+        "generator_pinned_threads": g["pinned_threads"],
         "relay_realtime_workers": c1["realtime_workers"],
         "generator_realtime_threads": g["realtime_threads"],
         "packets_sent": g["sent"],
@@ -170,9 +229,22 @@ def run(
         "relay_cpu_user_s": round(t_cpu1.user - t_cpu0.user, 2),
         "relay_cpu_system_s": round(t_cpu1.system - t_cpu0.system, 2),
         "generator_cpu_cores": round((g["sender_cpu_s"] + g["receiver_cpu_s"]) / wall, 3),
+        "generator_tx_late_p99_ms": g["tx_late_p99_us"] / 1000,
+        "generator_tx_late_max_ms": g["tx_late_max_us"] / 1000,
         "machine_busy_cores": round((m_cpu1.busy - m_cpu0.busy) / wall, 3),
         "machine_softirq_cores": round((m_cpu1.softirq - m_cpu0.softirq) / wall, 3),
-        "relay_syscalls_per_packet": round((recv_calls + send_calls + wakeups) / relayed, 3)
+        "other_cpu_cores": round(((m_cpu1.busy - m_cpu0.busy) - (p_cpu1 - p_cpu0)) / wall, 3),
+        "load_average_before": round(load_before, 2),
+        "relay_late_naps": _delta(c0["late_naps"], c1["late_naps"]),
+        "relay_round_work": _delta(c0["round_work"], c1["round_work"]),
+        "relay_round_stall": _delta(c0["round_stall"], c1["round_stall"]),
+        "relay_timing_bounds_us": list(TIMING_BOUNDS_US),
+        "unaccounted_io_uring_threads": len(late_tids),
+        # epoll: epoll_wait + recvmmsg + sendmmsg; io_uring: one io_uring_enter per round
+        # (wakeups) + the submitting ones (send_calls); its recv_calls are completions
+        "relay_syscalls_per_packet": round(
+            (wakeups + send_calls + (recv_calls if relay_backend == "epoll" else 0)) / relayed, 3
+        )
         if relayed
         else None,
         "relay_packets_per_wakeup": round(relayed / wakeups, 1) if wakeups else None,

@@ -21,6 +21,8 @@ cdef extern from "gen.h" nogil:
         double send_seconds
         double sender_cpu_s, receiver_cpu_s
         int realtime_threads
+        int pinned_threads
+        double tx_late_p50_us, tx_late_p99_us, tx_late_max_us
 
     gen *gen_new(int calls, int socks_per_side, int rcvbuf)
     void gen_free(gen *g)
@@ -28,7 +30,7 @@ cdef extern from "gen.h" nogil:
     int gen_sock_for_call(const gen *g, int call)
     void gen_set_target(gen *g, int call, uint16_t a_port, uint16_t b_port)
     int gen_run(gen *g, double seconds, int64_t period_ns, int payload_len, int64_t tick_ns,
-                int64_t drain_ns, int rt_priority, gen_result *out)
+                int64_t drain_ns, int rt_priority, int cpu, gen_result *out)
 
 
 cdef class Generator:
@@ -57,12 +59,15 @@ cdef class Generator:
         gen_set_target(self._g, call, a_port, b_port)
 
     def run(self, double seconds, int64_t period_ns, int payload_len, int64_t tick_ns,
-            int64_t drain_ns, int rt_priority=0) -> dict:
-        """Send for `seconds`, wait `drain_ns`, and return the counts and latency percentiles."""
+            int64_t drain_ns, int rt_priority=0, int cpu=-1) -> dict:
+        """Send for `seconds`, wait `drain_ns`, and return the counts and latency percentiles.
+
+        ``cpu`` >= 0 pins the sender and receiver threads to that CPU.
+        """
         cdef gen_result r
         cdef int rc
         with nogil:
-            rc = gen_run(self._g, seconds, period_ns, payload_len, tick_ns, drain_ns, rt_priority, &r)
+            rc = gen_run(self._g, seconds, period_ns, payload_len, tick_ns, drain_ns, rt_priority, cpu, &r)
         if rc != 0:
             raise OSError(-rc, "generator run failed")
         return {
@@ -79,4 +84,8 @@ cdef class Generator:
             "sender_cpu_s": r.sender_cpu_s,
             "receiver_cpu_s": r.receiver_cpu_s,
             "realtime_threads": r.realtime_threads,
+            "pinned_threads": r.pinned_threads,
+            "tx_late_p50_us": r.tx_late_p50_us,
+            "tx_late_p99_us": r.tx_late_p99_us,
+            "tx_late_max_us": r.tx_late_max_us,
         }

@@ -32,9 +32,14 @@
 /* The receiver drains its sockets, then naps this long: it never sleeps in a wait
  * queue, so the relay's sends never pay for waking it (which would be charged to
  * the relay's CPU).  Latency is taken from the kernel arrival stamp, so the nap
- * does not inflate it. */
-#define GEN_RX_NAP_NS 200000
+ * does not inflate it; 1 ms keeps the receiver's own wakeups (a timer interrupt
+ * and two context switches each, dear under a hypervisor) at 1000/s, and its
+ * 16 MB socket buffers hold far more than 1 ms of 200k pps. */
+#define GEN_RX_NAP_NS 1000000
 #define GEN_CMSG_SPACE 64
+/* Sender tick lateness histogram: 10 us buckets up to 200 ms, then one overflow bucket. */
+#define GEN_LATE_BUCKET_US 10
+#define GEN_LATE_BUCKETS 20000
 /* Start sending this long after the threads are up, so the schedule starts clean. */
 #define GEN_START_DELAY_NS 20000000LL
 /* The RTP SSRC base of stream s is GEN_SSRC_BASE + s. */
@@ -53,7 +58,10 @@ struct gen {
     atomic_int rx_stop;
     double rx_cpu, tx_cpu;
     int rt_priority;
+    int cpu;
     atomic_int realtime;
+    atomic_int pinned;
+    uint64_t *late_hist;    /* sender tick lateness, GEN_LATE_BUCKET_US buckets */
     /* sender parameters of the current run */
     double seconds;
     int64_t period_ns, tick_ns;
@@ -92,8 +100,15 @@ static double thread_cpu_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void maybe_realtime(gen *g)
+static void thread_setup(gen *g)
 {
+    if (g->cpu >= 0) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(g->cpu, &set);
+        if (pthread_setaffinity_np(pthread_self(), sizeof(set), &set) == 0)
+            atomic_fetch_add(&g->pinned, 1);
+    }
     if (g->rt_priority <= 0)
         return;
     struct sched_param sp = {.sched_priority = g->rt_priority};
@@ -143,7 +158,8 @@ gen *gen_new(int calls, int socks_per_side, int rcvbuf)
     g->target = calloc((size_t)g->nstreams, sizeof(uint16_t));
     g->rx_count = calloc((size_t)g->nstreams, sizeof(uint64_t));
     g->hist = calloc(GEN_HIST_BUCKETS + 1, sizeof(uint64_t));
-    if (!g->target || !g->rx_count || !g->hist)
+    g->late_hist = calloc(GEN_LATE_BUCKETS + 1, sizeof(uint64_t));
+    if (!g->target || !g->rx_count || !g->hist || !g->late_hist)
         goto fail;
     for (int s = 0; s < 2; s++)
         for (int k = 0; k < socks_per_side; k++)
@@ -166,6 +182,7 @@ void gen_free(gen *g)
     free(g->target);
     free(g->rx_count);
     free(g->hist);
+    free(g->late_hist);
     free(g);
 }
 
@@ -217,7 +234,7 @@ static void tx_flush(gen *g, int fd, tx_batch *b)
 static void *tx_main(void *arg)
 {
     gen *g = arg;
-    maybe_realtime(g);
+    thread_setup(g);
     int nsock = g->socks_per_side;
     tx_batch *batches = calloc((size_t)(2 * nsock), sizeof(tx_batch));
     if (!batches)
@@ -242,6 +259,8 @@ static void *tx_main(void *arg)
     while (idx < total) {
         sleep_until(next_wake);
         int64_t now = now_ns();
+        int64_t late_us = (now - next_wake) / 1000 / GEN_LATE_BUCKET_US;
+        g->late_hist[late_us < 0 ? 0 : late_us > GEN_LATE_BUCKETS ? GEN_LATE_BUCKETS : late_us]++;
         while (idx < total) {
             uint64_t cycle = idx / M, s = idx % M;
             int64_t due = t0 + (int64_t)cycle * g->period_ns + (int64_t)(s * (uint64_t)g->period_ns / M);
@@ -293,7 +312,7 @@ static void *tx_main(void *arg)
 static void *rx_main(void *arg)
 {
     gen *g = arg;
-    maybe_realtime(g);
+    thread_setup(g);
     static __thread uint8_t buf[GEN_BATCH][GEN_RTP_HEADER + GEN_MAX_PAYLOAD];
     static __thread uint8_t ctl[GEN_BATCH][GEN_CMSG_SPACE];
     struct mmsghdr msgs[GEN_BATCH];
@@ -361,21 +380,22 @@ static void *rx_main(void *arg)
     return NULL;
 }
 
-static double percentile(const uint64_t *hist, uint64_t total, double q)
+/* q-quantile of a histogram of nbuckets (+1 overflow) buckets, in bucket units. */
+static double percentile(const uint64_t *hist, int nbuckets, uint64_t total, double q)
 {
     if (!total)
         return 0.0;
     uint64_t rank = (uint64_t)(q * (double)(total - 1)) + 1, acc = 0;
-    for (int i = 0; i <= GEN_HIST_BUCKETS; i++) {
+    for (int i = 0; i <= nbuckets; i++) {
         acc += hist[i];
         if (acc >= rank)
             return (double)i;
     }
-    return (double)GEN_HIST_BUCKETS;
+    return (double)nbuckets;
 }
 
 int gen_run(gen *g, double seconds, int64_t period_ns, int payload_len, int64_t tick_ns, int64_t drain_ns,
-            int rt_priority, gen_result *out)
+            int rt_priority, int cpu, gen_result *out)
 {
     if (seconds <= 0 || period_ns <= 0 || tick_ns <= 0 || payload_len < GEN_STAMP_LEN ||
         payload_len > GEN_MAX_PAYLOAD)
@@ -385,7 +405,10 @@ int gen_run(gen *g, double seconds, int64_t period_ns, int payload_len, int64_t 
     g->tick_ns = tick_ns;
     g->payload_len = payload_len;
     g->rt_priority = rt_priority;
+    g->cpu = cpu;
     atomic_store(&g->realtime, 0);
+    atomic_store(&g->pinned, 0);
+    memset(g->late_hist, 0, (GEN_LATE_BUCKETS + 1) * sizeof(uint64_t));
     g->sent = g->send_errors = 0;
     g->first_send = g->last_send = 0;
     g->bad = 0;
@@ -418,10 +441,17 @@ int gen_run(gen *g, double seconds, int64_t period_ns, int payload_len, int64_t 
     for (int s = 0; s < g->nstreams; s++)
         if (g->rx_count[s] < per_stream)
             out->streams_with_loss++;
-    out->latency_p50_us = percentile(g->hist, total, 0.50);
-    out->latency_p99_us = percentile(g->hist, total, 0.99);
-    out->latency_p999_us = percentile(g->hist, total, 0.999);
-    out->latency_max_us = percentile(g->hist, total, 1.0);
+    out->latency_p50_us = percentile(g->hist, GEN_HIST_BUCKETS, total, 0.50);
+    out->latency_p99_us = percentile(g->hist, GEN_HIST_BUCKETS, total, 0.99);
+    out->latency_p999_us = percentile(g->hist, GEN_HIST_BUCKETS, total, 0.999);
+    out->latency_max_us = percentile(g->hist, GEN_HIST_BUCKETS, total, 1.0);
+    uint64_t ticks = 0;
+    for (int i = 0; i <= GEN_LATE_BUCKETS; i++)
+        ticks += g->late_hist[i];
+    out->tx_late_p50_us = GEN_LATE_BUCKET_US * percentile(g->late_hist, GEN_LATE_BUCKETS, ticks, 0.50);
+    out->tx_late_p99_us = GEN_LATE_BUCKET_US * percentile(g->late_hist, GEN_LATE_BUCKETS, ticks, 0.99);
+    out->tx_late_max_us = GEN_LATE_BUCKET_US * percentile(g->late_hist, GEN_LATE_BUCKETS, ticks, 1.0);
+    out->pinned_threads = atomic_load(&g->pinned);
     out->send_seconds = (double)(g->last_send - g->first_send) / 1e9;
     out->sender_cpu_s = g->tx_cpu;
     out->receiver_cpu_s = g->rx_cpu;

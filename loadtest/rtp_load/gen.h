@@ -31,6 +31,10 @@ typedef struct gen_result {
     double send_seconds;       /* first send to last send */
     double sender_cpu_s, receiver_cpu_s; /* CLOCK_THREAD_CPUTIME_ID of each thread */
     int realtime_threads;
+    int pinned_threads;
+    /* How late the sender's ticks started against the schedule: if these grow
+     * the generator itself (not the relay) was short of CPU. */
+    double tx_late_p50_us, tx_late_p99_us, tx_late_max_us;
 } gen_result;
 
 /* calls: number of calls (2 streams each); socks_per_side: sockets for each side.
@@ -46,7 +50,8 @@ void gen_set_target(gen *g, int call, uint16_t a_port, uint16_t b_port);
  * payload after the 12-byte RTP header), then wait drain_ns for stragglers. */
 /* rt_priority > 0: run the generator threads SCHED_FIFO (keeps a shared machine's
  * other load from stalling the sender between its send stamp and its send). */
+/* cpu >= 0: pin both generator threads to that CPU. */
 int gen_run(gen *g, double seconds, int64_t period_ns, int payload_len, int64_t tick_ns, int64_t drain_ns,
-            int rt_priority, gen_result *out);
+            int rt_priority, int cpu, gen_result *out);
 
 #endif

@@ -101,6 +101,15 @@ class MediaManager:
             ports.append(pair)
         return anchor(sdp, self.advertised_ip, ports)
 
+    def restart_idle(self, media: CallMedia) -> None:
+        """Start the call's media-timeout clock afresh (it was answered)."""
+        for sid in media.sessions:
+            if sid is not None and not media.freed:
+                try:
+                    self.engine.restart_idle(sid)
+                except RelayError:
+                    continue
+
     def stats(self, media: CallMedia) -> dict:
         """Per-stream statistics of a live call (for the API and metrics)."""
         out = {}

@@ -1,0 +1,168 @@
+/*
+ * Internals shared by the engine core (relay_engine.c) and its I/O backends:
+ * the epoll + recvmmsg/sendmmsg loop (relay_engine.c) and the io_uring loop
+ * (relay_uring.c, built when liburing is present: RR_HAVE_IO_URING).
+ *
+ * Not part of the public API: only the engine's own C files include this.
+ */
+#ifndef RR_RELAY_INTERNAL_H
+#define RR_RELAY_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+
+#include "relay_engine.h"
+
+/* Largest datagram relayed: an Ethernet MTU's worth of RTP plus slack; bigger
+ * ones are truncated by the kernel, then dropped and counted. */
+#define RR_MAX_PACKET 2048
+/* Datagrams read from one socket per wakeup (epoll backend).  A 50 pps stream
+ * rarely has more than one queued; 32 drains a burst (hold release, scheduling
+ * stall) in one call while bounding how long one socket can hold the worker. */
+#define RR_RECV_BATCH 32
+/* How often a worker scans its sessions for media timeouts. */
+#define RR_TIMEOUT_SCAN_NS (100LL * 1000 * 1000)
+/* Generation bits carried in epoll/io_uring tokens and in the public session id. */
+#define RR_GEN_MASK 0xffffffu
+/* Timer slack of a polling worker: the default 50 us would stretch a 200 us nap by a quarter. */
+#define RR_TIMER_SLACK_NS 1000
+/* Sockets of freed sessions waiting for an io_uring worker to cancel their
+ * receives and close them (4 per session); free() waits when it is full. */
+#define RR_CLOSE_QUEUE 256
+
+/* A token names one socket of one session incarnation:
+ *   bits 0..31 slot, 32..55 generation, 56 leg, 57 rtcp.
+ * Bits 58.. are free for a backend's own tags (io_uring request kinds). */
+#define RR_TOKEN_LEG_SHIFT 56
+#define RR_TOKEN_RTCP_SHIFT 57
+#define RR_TOKEN_MASK ((1ULL << 58) - 1)
+
+typedef struct rr_closing {   /* a socket of a freed session, for the io_uring worker */
+    int fd;
+    uint64_t token;
+} rr_closing;
+
+struct rr_uring;              /* relay_uring.c: a worker's ring, buffers and template */
+
+typedef struct rr_worker {
+    rr_engine *engine;
+    int index;
+    int epfd;                  /* epoll backend: the worker's epoll set */
+    int wake_fd;               /* eventfd: stop, and (io_uring) control work waiting */
+    pthread_t thread;
+    int started;
+    atomic_int stop;
+    atomic_int tid;
+    atomic_int realtime;
+    atomic_int pinned;
+    atomic_int start_state;    /* 0 starting, 1 running, -errno: could not start */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;       /* io_uring: a worker iteration finished its close queue */
+    uint32_t *active;          /* slots owned by this worker, for timeout scans */
+    uint32_t nactive;
+    /* counters (written by the worker under lock) */
+    uint64_t wakeups, recv_calls, send_calls, packets_in, packets_out;
+    uint64_t recv_errors;      /* io_uring: receive completions with an error (re-armed) */
+    uint64_t late_hist[RR_LATE_BUCKETS];  /* see rr_engine_counters: late, work, stall */
+    uint64_t work_hist[RR_LATE_BUCKETS];
+    uint64_t stall_hist[RR_LATE_BUCKETS];
+    /* io_uring backend: control work handed to the worker (under lock) */
+    struct rr_uring *uring;    /* the worker's ring while its thread runs, else NULL */
+    int ring_live;             /* requests may be in flight: sockets must be closed by the worker */
+    uint64_t *arm_queue;       /* tokens (slot, gen) of new sessions whose sockets need receives */
+    uint32_t narm;
+    rr_closing closing[RR_CLOSE_QUEUE];
+    uint32_t nclosing;
+    uint64_t close_requested, close_done;
+    /* epoll backend batch buffers */
+    struct mmsghdr rmsgs[RR_RECV_BATCH];
+    struct mmsghdr smsgs[RR_RECV_BATCH];
+    struct iovec riov[RR_RECV_BATCH];
+    struct iovec siov[RR_RECV_BATCH];
+    rr_sockaddr src[RR_RECV_BATCH];
+    int out_fd[RR_RECV_BATCH];
+    uint8_t buf[RR_RECV_BATCH][RR_MAX_PACKET];
+} rr_worker;
+
+struct rr_engine {
+    rr_config cfg;
+    int backend;               /* RR_BACKEND_EPOLL or RR_BACKEND_IO_URING, never AUTO */
+    rr_session *sessions;
+    uint32_t capacity;
+    uint32_t *free_slots;      /* stack */
+    uint32_t nfree_slots;
+    uint32_t nsessions;
+    pthread_mutex_t ctl_lock;  /* slots and port pool */
+    /* port pool: FIFO of even RTP ports with their release time */
+    uint16_t *pool_port;
+    int64_t *pool_released;
+    uint32_t pool_cap, pool_head, pool_count;
+    rr_worker *workers;
+    int nworkers;
+    int running;
+    /* event queue to Python */
+    pthread_mutex_t ev_lock;
+    rr_event *evq;
+    uint32_t ev_head, ev_count;
+    uint64_t events_dropped;
+    int event_fd;
+};
+
+/* ---- core helpers (relay_engine.c) used by both backends ---- */
+
+static inline uint64_t rr_make_id(uint32_t slot, uint32_t gen)
+{
+    return ((uint64_t)(gen & RR_GEN_MASK) << 32) | slot;
+}
+
+static inline uint64_t rr_make_token(uint32_t slot, uint32_t gen, int leg, int rtcp)
+{
+    return rr_make_id(slot, gen) | ((uint64_t)leg << RR_TOKEN_LEG_SHIFT) | ((uint64_t)rtcp << RR_TOKEN_RTCP_SHIFT);
+}
+
+static inline socklen_t rr_addr_len(const rr_sockaddr *a)
+{
+    return a->sa.sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+}
+
+/* The live session a token names, or NULL if it was freed (and maybe reused) since. */
+rr_session *rr_token_session(rr_engine *e, uint64_t token);
+
+/* One datagram received on the socket `token` names: latch/accept the source,
+ * account it (stats, DTMF events, drop counters) and choose where it goes.
+ * Returns the destination and sets *out_fd to the socket to send it from, or
+ * returns NULL when the packet is dropped (counted).  Caller holds w->lock;
+ * `now` is the worker's clock for this batch. */
+const rr_sockaddr *rr_relay_packet(rr_worker *w, rr_session *s, uint64_t token, const uint8_t *pkt,
+                                   unsigned len, const rr_sockaddr *src, int truncated, int64_t now,
+                                   int *out_fd);
+
+/* Media timeout scan over the worker's sessions (caller holds w->lock). */
+void rr_scan_timeouts(rr_worker *w, int64_t now);
+
+/* Thread setup common to both loops: publish the tid, timer slack, SCHED_FIFO, CPU pin. */
+void rr_worker_thread_setup(rr_worker *w);
+
+/* Count `ns` in a RR_LATE_BOUNDS_US histogram. */
+void rr_note_timing(uint64_t *hist, int64_t ns);
+/* CPU time of the calling thread (ns). */
+int64_t rr_thread_cpu_ns(void);
+/* Account one round that moved packets: wall time from `start` to `end`, of
+ * which `cpu_ns` on the CPU (the rest: preempted or waiting for the lock). */
+void rr_note_round(rr_worker *w, int64_t start, int64_t end, int64_t cpu_ns);
+
+/* ---- io_uring backend (relay_uring.c) ---- */
+#ifdef RR_HAVE_IO_URING
+/* 0 if this kernel and process can run the io_uring loop, else -errno. */
+int rr_uring_probe(void);
+/* Worker thread body of the io_uring backend. */
+void *rr_uring_worker_main(void *arg);
+/* Allocation hook: the new session's sockets get receives armed (caller holds w->lock). */
+void rr_uring_session_added(rr_worker *w, uint32_t slot, uint32_t gen);
+/* Free hook: hand the session's sockets to the worker to cancel and close, and
+ * wait until it has (caller holds w->lock; the wait releases it meanwhile). */
+void rr_uring_session_closing(rr_worker *w, rr_session *s, uint32_t slot, uint32_t old_gen);
+#endif
+
+#endif
