@@ -8,6 +8,7 @@ import sys
 BENCHMARKS = {
     "parse": "loadtest.bench_parse",
     "calls": "loadtest.bench_calls",
+    "api": "loadtest.bench_api",
 }
 
 

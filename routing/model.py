@@ -94,6 +94,26 @@ class Number:
 
 
 @dataclass(frozen=True, slots=True)
+class Application:
+    """A customer's programmable call handler, the destination of numbers naming it.
+
+    Exactly one of ``call_hook`` (a webhook asked what to do with each call, ``fallback_url``
+    when it fails) and ``flow`` (an inline list of actions, each a JSON object with an
+    ``action`` key) is set. ``signing_secret`` keys the HMAC signature of webhook requests.
+    """
+
+    name: str
+    customer: str
+    call_hook: str | None = None
+    fallback_url: str | None = None
+    status_hook: str | None = None
+    signing_secret: str | None = field(default=None, repr=False)
+    # Left out of the hash: the actions are dicts; equality still compares them.
+    flow: tuple[dict[str, object], ...] | None = field(default=None, hash=False)
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RouteCarrier:
     """A carrier's place in a route."""
 
@@ -126,4 +146,5 @@ class Snapshot:
     numbers: tuple[Number, ...] = ()
     routes: tuple[Route, ...] = ()
     version: int = 0
+    applications: tuple[Application, ...] = ()
     extra: dict[str, object] = field(default_factory=dict, compare=False, hash=False)

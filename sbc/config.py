@@ -34,6 +34,11 @@ DEFAULT_TCP_IDLE_TIMEOUT = 300.0
 DEFAULT_MAX_CONNECTIONS_PER_SOURCE = 64
 # RTP port range: 20000 apart gives 5000 calls × 4 ports (RTP+RTCP per leg × 2 legs).
 DEFAULT_RTP_PORTS = "20000-39999"
+# URL schemes redis-py connects with: TCP, TLS, and a Unix socket.
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+# An admin API key shorter than this is guessable; 32 characters of base64 would be 192 bits,
+# 24 still leaves ~128 bits when the operator picks random characters (OWASP asks for >= 128).
+API_ADMIN_KEY_MIN_LEN = 24
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +90,25 @@ def parse_listen(text: str, default_port: int = 5060) -> list[ListenSpec]:
     return [ListenSpec(t, host, port) for t in transports]
 
 
+def parse_nameserver(text: str) -> tuple[str, int]:
+    """``"IP"``, ``"IP:PORT"`` or ``"[IPv6]:PORT"`` as (ip, port); raises ValueError otherwise."""
+    host, port = text, 53
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest:
+            port = int(rest.removeprefix(":"))
+    elif text.count(":") == 1:
+        host, _, p = text.partition(":")
+        port = int(p)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a nameserver IP[:PORT]") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"{text!r}: port out of range")
+    return host, port
+
+
 def parse_port_range(text: str) -> tuple[int, int]:
     """Parse ``MIN-MAX``; both even-aligned ports usable for RTP. Raises ValueError."""
     lo, sep, hi = text.partition("-")
@@ -106,6 +130,12 @@ class Settings(BaseSettings):
         description="SIP listeners, [udp:|tcp:]HOST:PORT",
     )
     api_listen: str = Field("127.0.0.1:8080", description="REST API and /metrics, HOST:PORT ('' disables)")
+    api_admin_key: str | None = Field(
+        None,
+        min_length=API_ADMIN_KEY_MIN_LEN,
+        repr=False,
+        description="Bearer key that may do everything through the API (random and logged once if unset)",
+    )
     db: str = Field("sqlite:///sbc.db", description="Store URL: sqlite:///FILE or postgresql://...")
     rtp_ip: str = Field("127.0.0.1", description="Address the RTP relay binds")
     rtp_advertised_ip: str | None = Field(None, description="Address written into SDP when behind NAT")
@@ -125,7 +155,20 @@ class Settings(BaseSettings):
     max_call_duration: float = Field(4 * 3600.0, gt=0, description="Longest call before the SBC hangs up")
     limit_reject_code: int = Field(503, ge=400, le=699, description="Response to a call over a limit")
     provision_poll_interval: float = Field(1.0, gt=0, description="Seconds between store version checks")
+    redis_url: str = Field(
+        "",
+        description="Redis for cluster-wide limits and carrier health, redis://HOST:PORT/DB ('' = this node alone)",
+    )
+    redis_prefix: str = Field(
+        "sbc",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Prefix of this cluster's Redis keys: clusters sharing one Redis need different ones",
+    )
     realm: str = Field("sbc", min_length=1, description="Digest realm offered to trunks")
+    dns_servers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Nameservers for gateway and target host names, IP[:PORT] (default: the system's)",
+    )
     auth_algorithms: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["MD5", "SHA-256"],
         description=(
@@ -151,6 +194,20 @@ class Settings(BaseSettings):
     def _split_listen(cls, v: Any) -> Any:
         if isinstance(v, str):
             return [p for p in v.replace(",", " ").split() if p]
+        return v
+
+    @field_validator("dns_servers", mode="before")
+    @classmethod
+    def _split_dns(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [p for p in v.replace(",", " ").split() if p]
+        return v
+
+    @field_validator("dns_servers")
+    @classmethod
+    def _check_dns(cls, v: list[str]) -> list[str]:
+        for item in v:
+            parse_nameserver(item)
         return v
 
     @field_validator("auth_algorithms", mode="before")
@@ -197,6 +254,14 @@ class Settings(BaseSettings):
             ipaddress.ip_address(v)
         return v
 
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis(cls, v: str) -> str:
+        scheme = v.partition("://")[0].lower() if "://" in v else ""
+        if v and scheme not in REDIS_SCHEMES:
+            raise ValueError(f"expected {' or '.join(s + '://...' for s in REDIS_SCHEMES)}")
+        return v
+
     @field_validator("api_listen")
     @classmethod
     def _check_api(cls, v: str) -> str:
@@ -231,6 +296,9 @@ class Settings(BaseSettings):
 
 _TOML_PATH: dict[str, str | None] = {"path": None}
 
+#: Settings whose values never appear in error messages.
+SECRET_SETTINGS = frozenset({"api_admin_key", "auth_secret", "redis_url"})  # a Redis URL may hold a password
+
 
 class ConfigError(Exception):
     """A setting is invalid; the message names each bad setting and why."""
@@ -247,7 +315,8 @@ def load_settings(overrides: dict[str, Any] | None = None, toml_file: str | None
         lines = []
         for err in e.errors():
             loc = ".".join(str(p) for p in err["loc"]) or "settings"
-            lines.append(f"{loc}: {err['msg']} (got {err.get('input')!r})")
+            shown = "<hidden>" if loc in SECRET_SETTINGS else repr(err.get("input"))
+            lines.append(f"{loc}: {err['msg']} (got {shown})")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
     finally:
         _TOML_PATH["path"] = None

@@ -4,6 +4,16 @@
 customers with their trunks, numbers and routes are created, updated or deleted, matched by their
 natural keys (carrier name, customer name, (customer, trunk name), e164, (prefix, customer)).
 
+The REST API (``sbc.api``) writes the same tables. What the file does to what the API made:
+
+* **numbers**: the file is the whole truth, like for every kind it lists: numbers it does not
+  list are deleted, the number inventory (numbers without a customer) included, and each listed
+  number gets exactly the customer and destination the file gives (a trunk, an ``application``
+  or a ``media_endpoint``). Manage numbers with the file or with the API, not both.
+* **applications** and **API keys** are not in the file: they are created through the API and
+  the file leaves them alone. A number may name an application of its customer that already
+  exists in the store; a customer the file deletes takes its applications and keys with it.
+
 Contracts:
 
 * **Refused whole, with paths.** A file with any problem changes nothing. :class:`ProvisionError`
@@ -33,6 +43,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Annotated, Any, Literal, get_args, get_origin
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -61,7 +72,9 @@ from sbc.store.schema import (
     TECH_PREFIX_MAX_LEN,
     TRANSPORTS,
     URI_MAX_LEN,
+    URL_MAX_LEN,
     WEIGHT_MAX,
+    ApplicationRow,
     CarrierRow,
     CustomerRow,
     GatewayRow,
@@ -229,7 +242,7 @@ def _password(value: str) -> str:
     return value
 
 
-def _sip_uri(value: str) -> str:
+def check_sip_uri(value: str) -> str:
     """Validate a trunk target with the project's SIP URI parser (RFC 3261 §19.1).
 
     Beyond syntax: only sip:/sips:, a port other than 0, transport (if given) udp/tcp/tls as the
@@ -254,6 +267,48 @@ def _sip_uri(value: str) -> str:
     if uri.scheme == "sips" and transport == "udp":
         raise ValueError(f"{value!r}: sips requires TLS, not transport=udp (RFC 3261 §26.2.2)")
     return value
+
+
+#: Schemes of AI media stream endpoints a number can be delivered to (DESIGN.md: WebSocket or QUIC).
+MEDIA_ENDPOINT_SCHEMES: tuple[str, ...] = ("ws", "wss", "quic")
+
+
+def check_url(value: str, schemes: tuple[str, ...], what: str) -> str:
+    """Validate an absolute URL with one of ``schemes`` and a valid host; return it unchanged.
+
+    Refused: other schemes, no or bad host, a port outside 1..65535, user:password@ (secrets do
+    not belong in a URL that is echoed back by the API), whitespace or control characters, and
+    URLs longer than :data:`URL_MAX_LEN`.
+    """
+    shown = value if len(value) <= 60 else value[:57] + "..."
+    if len(value) > URL_MAX_LEN:
+        raise ValueError(f"{what} {shown!r} is longer than {URL_MAX_LEN} characters")
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ValueError(f"{what} {shown!r} contains whitespace or control characters")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{what} {shown!r} is not a valid URL") from None
+    if parts.scheme.lower() not in schemes:
+        raise ValueError(f"{what} {shown!r} must start with " + ", ".join(f"{x}://" for x in schemes))
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"{what} {shown!r} must not contain user:password@")
+    host = parts.hostname or ""
+    if not host:
+        raise ValueError(f"{what} {shown!r} has no host")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _is_hostname(host):
+            raise ValueError(f"{what} {shown!r}: {host!r} is not an IP address or host name") from None
+    if port == 0:
+        raise ValueError(f"{what} {shown!r}: port 0 is not a port")
+    return value
+
+
+def _media_endpoint(value: str) -> str:
+    return check_url(value, MEDIA_ENDPOINT_SCHEMES, "media endpoint")
 
 
 def _probe_interval(value: float) -> float:
@@ -291,7 +346,8 @@ Username = Annotated[str, BeforeValidator(_quoted("a username", "1001")), AfterV
 Password = Annotated[
     str, BeforeValidator(_quoted("a password", "s3cret-pw", echo=False)), AfterValidator(_password)
 ]
-SipUri = Annotated[str, AfterValidator(_sip_uri)]
+SipUri = Annotated[str, AfterValidator(check_sip_uri)]
+MediaEndpoint = Annotated[str, AfterValidator(_media_endpoint)]
 Port = Annotated[int, Field(ge=PORT_MIN, le=PORT_MAX)]
 Priority = Annotated[int, Field(ge=0, le=PRIORITY_MAX)]
 Weight = Annotated[int, Field(ge=0, le=WEIGHT_MAX)]
@@ -377,11 +433,17 @@ class CustomerSpec(_Spec):
 
 
 class NumberSpec(_Spec):
-    """``numbers[]``: a DID, in the inventory when ``customer`` is absent."""
+    """``numbers[]``: a DID, in the inventory when ``customer`` is absent.
+
+    At most one destination: ``trunk``, ``application`` (an application of the customer that
+    exists in the store: applications are made through the API) or ``media_endpoint``.
+    """
 
     e164: E164
     customer: Name | None = None
     trunk: Name | None = None
+    application: Name | None = None
+    media_endpoint: MediaEndpoint | None = None
 
 
 class RouteCarrierSpec(_Spec):
@@ -558,6 +620,20 @@ def check_consistency(doc: ProvisionDoc) -> list[ProvisionIssue]:
             issues.append(
                 ProvisionIssue(f"{base}.trunk", f"customer {number.customer!r} has no trunk {number.trunk!r}")
             )
+        destinations = [k for k in ("trunk", "application", "media_endpoint") if getattr(number, k) is not None]
+        if len(destinations) > 1:
+            issues.append(
+                ProvisionIssue(
+                    f"{base}.{destinations[1]}",
+                    f"a number has one destination; {' and '.join(destinations)} are both given",
+                )
+            )
+        if number.customer is None:
+            for key in ("application", "media_endpoint"):
+                if getattr(number, key) is not None:
+                    issues.append(
+                        ProvisionIssue(f"{base}.{key}", f"{key} needs a customer: add the customer key")
+                    )
 
     routes: dict[tuple[str, str | None], str] = {}
     for ri, route in enumerate(doc.routes):
@@ -819,9 +895,32 @@ def _apply_customers(session: Session, doc: ProvisionDoc, state: _State, tally: 
 
 
 def _apply_numbers(session: Session, doc: ProvisionDoc, state: _State, tally: _Tally) -> None:
-    """Create, update and delete numbers; afterwards no number points at a trunk about to go."""
+    """Create, update and delete numbers; afterwards no number points at a trunk about to go.
+
+    Raises :class:`ProvisionError` (the caller's transaction is then rolled back) when a number
+    names an application its customer does not have in the store.
+    """
     current = {n.e164: n for n in session.scalars(select(NumberRow))}
     listed = {n.e164 for n in doc.numbers}
+    applications = {
+        (customer_id, name): app_id
+        for app_id, customer_id, name in session.execute(
+            select(ApplicationRow.id, ApplicationRow.customer_id, ApplicationRow.name)
+        )
+    }
+    missing = [
+        ProvisionIssue(
+            f"numbers[{i}].application",
+            f"customer {spec.customer!r} has no application {spec.application!r} "
+            "(applications are created through the API)",
+        )
+        for i, spec in enumerate(doc.numbers)
+        if spec.customer
+        and spec.application
+        and (state.customers[spec.customer].id, spec.application) not in applications
+    ]
+    if missing:
+        raise ProvisionError(missing)
     for e164, row in current.items():
         if e164 not in listed:
             session.delete(row)
@@ -832,9 +931,10 @@ def _apply_numbers(session: Session, doc: ProvisionDoc, state: _State, tally: _T
         values = {
             "customer_id": customer.id if customer else None,
             "trunk_id": trunk.id if trunk else None,
-            # Destinations the file cannot express yet are cleared: the file is the whole truth.
-            "application": None,
-            "media_endpoint": None,
+            "application_id": applications[(customer.id, spec.application)]
+            if customer and spec.application
+            else None,
+            "media_endpoint": spec.media_endpoint,
         }
         row = current.get(spec.e164)
         if row is None:
@@ -1014,6 +1114,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_STORE_ERROR",
     "KINDS",
+    "MEDIA_ENDPOINT_SCHEMES",
     "CarrierSpec",
     "CredentialSpec",
     "CustomerSpec",
@@ -1029,6 +1130,8 @@ __all__ = [
     "TrunkSpec",
     "apply_provision",
     "check_consistency",
+    "check_sip_uri",
+    "check_url",
     "load_provision_file",
     "parse_provision",
     "provision_main",

@@ -211,11 +211,6 @@ def counts(report: provision.ProvisionReport) -> dict[str, dict[str, int]]:
 
 
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'sbc.db'}"
-
-
-@pytest.fixture
 async def store(db_url: str) -> AsyncIterator[Store]:
     s = await Store.open(db_url)
     try:

@@ -31,6 +31,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -84,6 +85,12 @@ PRIORITY_MAX = 65535
 WEIGHT_MAX = 65535
 #: Largest value of a SQL INTEGER on every backend (signed 32 bit); bounds max_calls.
 SQL_INT_MAX = 2**31 - 1
+#: Webhook URLs of applications and media endpoint URLs: 2048 is the practical URL limit of
+#: browsers and most HTTP servers (and of sitemaps.org), far above any real webhook address.
+URL_MAX_LEN = 2048
+#: A webhook signing secret: HMAC keys longer than the hash block (64 bytes for SHA-256) are
+#: hashed first (RFC 2104 §2), so more than a few hundred characters adds nothing but storage.
+SECRET_MAX_LEN = 256
 
 # Constraint names follow one convention so migrations can refer to them on SQLite and PostgreSQL.
 NAMING_CONVENTION: dict[str, str] = {
@@ -304,11 +311,53 @@ class TrunkTargetRow(Base):
     trunk: Mapped[TrunkRow] = relationship(back_populates="targets")
 
 
-class NumberRow(Base):
-    """An E.164 DID (``routing.model.Number``); unassigned numbers have no customer.
+class ApplicationRow(Base):
+    """A customer's programmable call handler (``routing.model.Application``).
 
-    ``application`` and ``media_endpoint`` are the other destinations of DESIGN.md; they are plain
-    names until the application and media-endpoint tables exist.
+    Either webhooks (``call_hook`` asked what to do with each call, ``fallback_url`` when it fails,
+    ``status_hook`` told about call progress, requests signed with ``signing_secret``) or an inline
+    ``flow`` (a JSON list of actions): exactly one of ``call_hook`` and ``flow`` is set, which the
+    database enforces so no writer can store an application that routing could not run.
+    The signing secret is stored as given: it is an HMAC key the SBC must use, not a password it
+    only verifies.
+    """
+
+    __tablename__ = "applications"
+    __table_args__ = (
+        UniqueConstraint("customer_id", "name", name="uq_applications_customer_name"),
+        # Target of the composite foreign key from numbers (see TrunkRow).
+        UniqueConstraint("customer_id", "id", name="uq_applications_customer_id_id"),
+        CheckConstraint("(call_hook IS NULL) <> (flow IS NULL)", name="hook_xor_flow"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), nullable=False)
+    name: Mapped[str] = mapped_column(String(NAME_MAX_LEN), nullable=False)
+    call_hook: Mapped[str | None] = mapped_column(String(URL_MAX_LEN))
+    fallback_url: Mapped[str | None] = mapped_column(String(URL_MAX_LEN))
+    status_hook: Mapped[str | None] = mapped_column(String(URL_MAX_LEN))
+    signing_secret: Mapped[str | None] = mapped_column(String(SECRET_MAX_LEN))
+    # none_as_null: "no flow" must be SQL NULL (the check above), not the JSON text 'null'.
+    flow: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON(none_as_null=True))
+
+    customer: Mapped[CustomerRow] = relationship()
+
+
+#: At most one destination per number: a trunk, an application or a media endpoint.
+_ONE_DESTINATION = (
+    "(CASE WHEN trunk_id IS NULL THEN 0 ELSE 1 END"
+    " + CASE WHEN application_id IS NULL THEN 0 ELSE 1 END"
+    " + CASE WHEN media_endpoint IS NULL THEN 0 ELSE 1 END) <= 1"
+)
+
+
+class NumberRow(Base):
+    """An E.164 DID (``routing.model.Number``); numbers in the inventory have no customer.
+
+    An assigned number has a customer and at most one destination: a trunk, an application
+    (both of that customer, enforced by composite foreign keys) or a media endpoint URL
+    (``ws://``, ``wss://``, ``quic://``). A customer without a destination is allowed (the
+    provision file can express it); the API always assigns exactly one.
     """
 
     __tablename__ = "numbers"
@@ -318,16 +367,31 @@ class NumberRow(Base):
             ["trunks.customer_id", "trunks.id"],
             name="fk_numbers_trunk_of_customer",
         ),
+        ForeignKeyConstraint(
+            ["customer_id", "application_id"],
+            ["applications.customer_id", "applications.id"],
+            name="fk_numbers_application_of_customer",
+        ),
+        # A composite foreign key with a NULL column is not checked (MATCH SIMPLE), hence these.
         CheckConstraint("trunk_id IS NULL OR customer_id IS NOT NULL", name="trunk_needs_customer"),
+        CheckConstraint(
+            "application_id IS NULL OR customer_id IS NOT NULL", name="application_needs_customer"
+        ),
+        CheckConstraint("media_endpoint IS NULL OR customer_id IS NOT NULL", name="media_needs_customer"),
+        CheckConstraint(_ONE_DESTINATION, name="one_destination"),
+        # A customer's numbers, and the inventory (customer_id NULL), in e164 order: listing and
+        # prefix search of available numbers are one range scan of this index, no sort.
+        Index("ix_numbers_customer_e164", "customer_id", "e164"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    # unique=True creates the index DID lookups use.
+    # unique=True creates the index DID lookups and prefix searches (range scans) use.
     e164: Mapped[str] = mapped_column(String(E164_MAX_LEN), unique=True, nullable=False)
-    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), index=True)
+    # Indexed by ix_numbers_customer_e164 (its leading column serves foreign-key checks too).
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"))
     trunk_id: Mapped[int | None] = mapped_column(Integer, index=True)
-    application: Mapped[str | None] = mapped_column(String(NAME_MAX_LEN))
-    media_endpoint: Mapped[str | None] = mapped_column(String(URI_MAX_LEN))
+    application_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    media_endpoint: Mapped[str | None] = mapped_column(String(URL_MAX_LEN))
 
 
 class RouteRow(Base):
@@ -392,9 +456,14 @@ class CdrRow(Base):
     __table_args__ = (
         Index("ix_cdrs_customer_setup", "customer", "setup_time"),
         Index("ix_cdrs_carrier_setup", "carrier", "setup_time"),
+        # The API's number filter matches caller or callee: one index each (OR of two lookups).
+        Index("ix_cdrs_caller_setup", "caller", "setup_time"),
+        Index("ix_cdrs_callee_setup", "callee", "setup_time"),
     )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # 64-bit on PostgreSQL: at 1,500 calls per second a 32-bit serial runs out in 16 days. SQLite
+    # keeps INTEGER, the only type that aliases its rowid (and so auto-increments).
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     call_id: Mapped[str] = mapped_column(String, nullable=False, index=True)
     direction: Mapped[str] = mapped_column(String(CDR_ENUM_MAX_LEN), nullable=False)
     caller: Mapped[str] = mapped_column(String, nullable=False)
@@ -417,9 +486,10 @@ class CdrRow(Base):
 
 
 class ApiKeyRow(Base):
-    """An API key for the REST API (used by a later issue).
+    """An API key for the REST API (``sbc.api.auth``).
 
-    Only a SHA-256 hex digest of the key is stored; ``customer_id`` NULL means an operator key.
+    Only a SHA-256 hex digest of the key is stored (a key is 256 random bits, so a plain hash is
+    enough: there is nothing to brute-force); ``customer_id`` NULL means an operator (admin) key.
     """
 
     __tablename__ = "api_keys"
@@ -441,14 +511,17 @@ __all__ = [
     "NAME_MAX_LEN",
     "PREFIX_MAX_LEN",
     "PRIORITY_MAX",
+    "SECRET_MAX_LEN",
     "SQL_INT_MAX",
     "STORE_VERSION_ROW_ID",
     "TECH_PREFIX_MAX_LEN",
     "TIME_WINDOW_LEN",
     "TRANSPORTS",
     "URI_MAX_LEN",
+    "URL_MAX_LEN",
     "WEIGHT_MAX",
     "ApiKeyRow",
+    "ApplicationRow",
     "Base",
     "CarrierRow",
     "CdrRow",

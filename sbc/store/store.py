@@ -1,8 +1,8 @@
 """The persistent store: provisioning snapshot, store version, and CDRs over SQLAlchemy asyncio.
 
 One :class:`Store` owns one :class:`~sqlalchemy.ext.asyncio.AsyncEngine`. SQLite (a file, the
-default) serves a single machine; PostgreSQL serves a cluster of SBCs (``asyncpg`` driver, not a
-dependency yet). Routing never talks to the store: it reads the immutable
+default) serves a single machine; PostgreSQL serves a cluster of SBCs (``asyncpg`` driver). Both
+get their schema from the Alembic migrations in :mod:`sbc.store.migrations`. Routing never talks to the store: it reads the immutable
 :class:`routing.model.Snapshot` that :meth:`Store.load_snapshot` builds, and a node reloads that
 snapshot when :meth:`Store.version` moves.
 
@@ -20,12 +20,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, func, insert, select, update
+from sqlalchemy import event, func, insert, or_, select, tuple_, update
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, selectinload
 
 from routing.model import (
+    Application,
     Carrier,
     Credential,
     Customer,
@@ -38,9 +39,10 @@ from routing.model import (
     TrunkTarget,
 )
 from sbc.store.cdr import CdrAttempt, CdrRecord
+from sbc.store.migrations import SQLITE_MIGRATION_OPTION, migrate
 from sbc.store.schema import (
     STORE_VERSION_ROW_ID,
-    Base,
+    ApplicationRow,
     CarrierRow,
     CdrRow,
     CustomerRow,
@@ -148,6 +150,12 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
+        if conn.get_execution_options().get(SQLITE_MIGRATION_OPTION):
+            # A migration (sbc.store.migrations): foreign keys off while tables are recreated
+            # (only possible outside a transaction), and the write lock before the first read.
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            return
         # Deferred BEGIN: a read-only transaction takes no write lock; writers that must not
         # deadlock on lock upgrade write first (see bump_version).
         conn.exec_driver_sql("BEGIN")
@@ -189,11 +197,12 @@ class Store:
         """Connect to the database at ``url`` and return a ready store.
 
         ``url`` may use a sync driver name (see :func:`async_db_url`); a SQLite file's directory
-        must exist (the file is created). With ``create`` (the
-        default) missing tables and the ``store_version`` row are created; existing tables are
-        left alone (schema migrations are a later concern). Raises :class:`StoreError` for a bad
-        URL and SQLAlchemy's errors when the database cannot be reached; the engine is disposed
-        in that case.
+        must exist (the file is created). With ``create`` (the default) the schema is migrated
+        to the newest revision (:func:`sbc.store.migrations.migrate`: the one schema path for
+        SQLite and PostgreSQL, safe when several nodes start at once) and the ``store_version``
+        row is created if missing; ``create=False`` touches nothing. Raises :class:`StoreError`
+        for a bad URL and SQLAlchemy's or Alembic's errors when the database cannot be reached
+        or migrated; the engine is disposed in that case.
         """
         parsed = async_db_url(url)
         _check_sqlite_directory(parsed)
@@ -202,8 +211,8 @@ class Store:
             _install_sqlite_hooks(engine)
         try:
             if create:
+                await migrate(engine)
                 async with engine.begin() as conn:
-                    await conn.run_sync(Base.metadata.create_all)
                     have_row = await conn.scalar(
                         select(func.count())
                         .select_from(StoreVersionRow)
@@ -261,6 +270,19 @@ class Store:
         async with self._read_session() as session:
             return await session.run_sync(_load_snapshot_sync)
 
+    @asynccontextmanager
+    async def provisioning(self) -> AsyncIterator[AsyncSession]:
+        """One provisioning write: a transaction that bumps the store version first.
+
+        Yields a session inside a transaction whose first statement is :func:`bump_version` (so
+        concurrent writers are serialised before they read). The transaction commits when the
+        block exits normally and rolls back on any exception, which propagates: nothing is ever
+        half written. Every node polling :meth:`version` reloads its snapshot after a commit.
+        """
+        async with self._sessions() as session, session.begin():
+            await session.run_sync(bump_version)
+            yield session
+
     async def write_cdr(self, cdr: CdrRecord) -> int:
         """Insert ``cdr`` in its own transaction and return its new id.
 
@@ -297,23 +319,36 @@ class Store:
         disposition: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        number: str | Sequence[str] | None = None,
+        before: tuple[datetime, int] | None = None,
         limit: int = CDR_PAGE_DEFAULT,
         offset: int = 0,
     ) -> list[CdrRecord]:
-        """Return CDRs matching every given filter, newest ``setup_time`` first.
+        """Return CDRs matching every given filter, newest ``setup_time`` first (then highest id).
 
         ``since`` is inclusive and ``until`` exclusive, both on ``setup_time`` and both must be
-        timezone-aware. Raises ValueError when ``limit`` is outside 1..:data:`CDR_PAGE_MAX`,
-        ``offset`` is negative, or a bound is naive.
+        timezone-aware. ``number`` matches CDRs whose caller or callee equals it (or any of
+        several spellings given as a sequence: CDRs keep numbers as signalled). ``before`` is a
+        keyset cursor ``(setup_time, id)`` of the last row of a previous page: only older rows
+        are returned, so paging through a table that is being written neither repeats nor skips
+        rows that existed when paging started. Raises ValueError when ``limit`` is outside
+        1..:data:`CDR_PAGE_MAX`, ``offset`` is negative, or a bound is naive.
         """
         if not 1 <= limit <= CDR_PAGE_MAX:
             raise ValueError(f"limit {limit} outside 1..{CDR_PAGE_MAX}")
         if offset < 0:
             raise ValueError(f"offset {offset} is negative")
-        for name, bound in (("since", since), ("until", until)):
+        for name, bound in (("since", since), ("until", until), ("before", before[0] if before else None)):
             if bound is not None and bound.utcoffset() is None:
                 raise ValueError(f"{name} must be timezone-aware")
-        query = select(CdrRow)
+        # Core rows, not ORM objects: a page of CDRs is read-only, and mapping 1000 ORM instances
+        # costs several times the query itself.
+        query = select(CdrRow.__table__)
+        if number is not None:
+            spellings = [number] if isinstance(number, str) else list(number)
+            query = query.where(or_(CdrRow.caller.in_(spellings), CdrRow.callee.in_(spellings)))
+        if before is not None:
+            query = query.where(tuple_(CdrRow.setup_time, CdrRow.id) < tuple_(*before))
         for column, wanted in (
             (CdrRow.customer, customer),
             (CdrRow.carrier, carrier),
@@ -330,11 +365,21 @@ class Store:
             query = query.where(CdrRow.setup_time < until)
         query = query.order_by(CdrRow.setup_time.desc(), CdrRow.id.desc()).limit(limit).offset(offset)
         async with self._sessions() as session:
-            rows = (await session.scalars(query)).all()
+            rows = (await session.execute(query)).all()
         return [_cdr_from_row(row) for row in rows]
 
+    async def get_cdr(self, cdr_id: int, *, customer: str | None = None) -> CdrRecord | None:
+        """The CDR with id ``cdr_id`` (only if it belongs to ``customer`` when given), or None."""
+        query = select(CdrRow.__table__).where(CdrRow.id == cdr_id)
+        if customer is not None:
+            query = query.where(CdrRow.customer == customer)
+        async with self._sessions() as session:
+            row = (await session.execute(query)).first()
+        return None if row is None else _cdr_from_row(row)
 
-def _cdr_from_row(row: CdrRow) -> CdrRecord:
+
+def _cdr_from_row(row: Any) -> CdrRecord:
+    """A CDR from a ``cdrs`` row (an ORM object or a Core row: both have the column attributes)."""
     return CdrRecord(
         id=row.id,
         call_id=row.call_id,
@@ -408,6 +453,19 @@ def _route_from_row(row: RouteRow) -> Route:
     )
 
 
+def _application_from_row(row: ApplicationRow, customer: str) -> Application:
+    return Application(
+        id=row.id,
+        name=row.name,
+        customer=customer,
+        call_hook=row.call_hook,
+        fallback_url=row.fallback_url,
+        status_hook=row.status_hook,
+        signing_secret=row.signing_secret,
+        flow=tuple(row.flow) if row.flow is not None else None,
+    )
+
+
 def _load_snapshot_sync(session: Session) -> Snapshot:
     """Build the snapshot with a sync session (run through ``AsyncSession.run_sync``)."""
     version = session.scalar(
@@ -423,11 +481,13 @@ def _load_snapshot_sync(session: Session) -> Snapshot:
     ).all()
     number_rows = session.execute(
         select(
-            NumberRow.e164, CustomerRow.name, TrunkRow.name, NumberRow.application, NumberRow.media_endpoint
+            NumberRow.e164, CustomerRow.name, TrunkRow.name, ApplicationRow.name, NumberRow.media_endpoint
         )
         .outerjoin(CustomerRow, NumberRow.customer_id == CustomerRow.id)
         .outerjoin(TrunkRow, NumberRow.trunk_id == TrunkRow.id)
+        .outerjoin(ApplicationRow, NumberRow.application_id == ApplicationRow.id)
     ).all()
+    application_rows = session.execute(select(ApplicationRow, CustomerRow.name).join(ApplicationRow.customer)).all()
     route_rows = session.scalars(
         select(RouteRow).options(
             selectinload(RouteRow.customer),
@@ -444,12 +504,17 @@ def _load_snapshot_sync(session: Session) -> Snapshot:
         key=lambda n: n.e164,
     )
     routes = sorted((_route_from_row(r) for r in route_rows), key=lambda r: (r.prefix, r.customer or ""))
+    applications = sorted(
+        (_application_from_row(row, customer) for row, customer in application_rows),
+        key=lambda a: (a.customer, a.name),
+    )
     return Snapshot(
         carriers=tuple(carriers),
         customers=tuple(customers),
         numbers=tuple(numbers),
         routes=tuple(routes),
         version=int(version or 0),
+        applications=tuple(applications),
     )
 
 
