@@ -22,6 +22,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "rtp_ip": args.rtp_ip,
         "rtp_ports": args.rtp_ports,
         "log_level": args.log_level,
+        "redis_url": args.redis,
     }
     try:
         settings = load_settings(overrides, args.config)
@@ -74,9 +75,49 @@ def _cmd_parse(args: argparse.Namespace) -> int:
 
 
 def _cmd_provision(args: argparse.Namespace) -> int:
+    import os
+
     from .provision import provision_main
 
-    return provision_main(args.file, args.db or "sqlite:///sbc.db")
+    return provision_main(args.file, args.db or os.environ.get("SBC_DB") or "sqlite:///sbc.db")
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    """Bring the store's schema to the newest revision (or down to ``--downgrade REV``)."""
+    import asyncio
+    import os
+
+    from .store.migrations import downgrade, head_revision, migrate
+    from .store.store import Store, StoreError
+
+    url = args.db or os.environ.get("SBC_DB") or "sqlite:///sbc.db"
+
+    async def run() -> dict:
+        store = await Store.open(url, create=False)  # the engine with the SQLite hooks, no schema work
+        try:
+            if args.downgrade:
+                before, after = await downgrade(store.engine, args.downgrade)
+            else:
+                before, after = await migrate(store.engine)
+            return {
+                "db": store.engine.url.render_as_string(hide_password=True),
+                "from": before,
+                "to": after,
+                "head": head_revision(),
+            }
+        finally:
+            await store.close()
+
+    try:
+        report = asyncio.run(run())
+    except StoreError as e:
+        print(f"sbc: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # unreachable database, failed migration: one line, not a traceback
+        print(f"sbc: migration failed: {e.__class__.__name__}: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(report))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--db", metavar="URL", help="store URL, default sqlite:///sbc.db (env SBC_DB)")
     run.add_argument("--rtp-ip", metavar="IP", help="address the RTP relay binds (env SBC_RTP_IP)")
     run.add_argument("--rtp-ports", metavar="MIN-MAX", help="RTP port range (env SBC_RTP_PORTS)")
+    run.add_argument(
+        "--redis", metavar="URL", help="Redis for cluster-wide limits and carrier health (env SBC_REDIS_URL)"
+    )
     run.add_argument("--config", metavar="FILE.toml", help="TOML settings file (env SBC_CONFIG)")
     run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="env SBC_LOG_LEVEL")
     run.set_defaults(func=_cmd_run)
@@ -109,8 +153,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     prov = sub.add_parser("provision", help="apply a declarative provision file to the store")
     prov.add_argument("file", metavar="FILE.yaml")
-    prov.add_argument("--db", metavar="URL", help="store URL, default sqlite:///sbc.db")
+    prov.add_argument("--db", metavar="URL", help="store URL (env SBC_DB), default sqlite:///sbc.db")
     prov.set_defaults(func=_cmd_provision)
+
+    mig = sub.add_parser(
+        "migrate",
+        help="bring the store's schema to the newest revision (sbc run also does at start)",
+        description="Apply the store's schema migrations and print one JSON line {db, from, to, head}.",
+    )
+    mig.add_argument("--db", metavar="URL", help="store URL (env SBC_DB), default sqlite:///sbc.db")
+    mig.add_argument("--downgrade", metavar="REV", help="downgrade to revision REV instead ('base': drop all)")
+    mig.set_defaults(func=_cmd_migrate)
     return p
 
 

@@ -15,12 +15,14 @@ import signal
 import socket
 import time
 
+from . import metrics
 from .b2bua.auth import WallClockAuthenticator
 from .b2bua.engine import B2BUA, B2BUAConfig
 from .config import Settings, parse_port_range
 from .core import SipCore
 from .media.manager import MediaManager
 from .overload import OverloadGuard, OverloadMonitor
+from .resolver import DnsCache, nameservers, provisioned_names
 from .sip.digest import DigestAuthenticator
 from .sip.events import Address, Outgoing
 from .sip.framing import FramingError
@@ -34,6 +36,11 @@ log = logging.getLogger(__name__)
 
 # Most CDRs written in one transaction: bounds a transaction's size after a burst.
 CDR_BATCH_MAX = 500
+# How often names asked for by calls (or past their TTL) are resolved: a new name costs at most
+# this long of failed-over attempts.
+DNS_REFRESH_INTERVAL_S = 2.0
+# How long a provisioning load waits for its names before the tables go live anyway.
+DNS_LOAD_WAIT_S = 5.0
 
 
 class SbcApp:
@@ -58,6 +65,10 @@ class SbcApp:
         self._monitor: OverloadMonitor | None = None
         self.relay = None
         self._primary: dict[str, str] = {}
+        self.dns = DnsCache(nameservers(settings.dns_servers))
+        self.cluster = None  # sbc.cluster.RedisCluster when redis_url is set
+        self.stopping = False  # set by stop(): /readyz turns 503 so no new calls are sent here
+        self.api_server = None  # sbc.api.ops.HttpServer when api_listen is set
 
     def local_hosts(self) -> set[str]:
         hosts = {"localhost", socket.gethostname().lower()}
@@ -68,6 +79,11 @@ class SbcApp:
         if self.settings.advertised_host:
             hosts.add(self.settings.advertised_host)
         return hosts
+
+    @property
+    def provisioning_version(self) -> int:
+        """The store version the B2BUA routes with; -1 until provisioning is first loaded."""
+        return self._version
 
     async def start(self) -> None:
         """Bind every listener. Raises OSError when one cannot be bound."""
@@ -107,7 +123,15 @@ class SbcApp:
             ),
             admit=self.overload.admit_new_call if s.overload_protection else None,
             media=media,
+            resolve=self.dns.lookup,
         )
+        if s.redis_url:
+            # Cluster-wide limits and carrier health; attached before the first snapshot loads.
+            from .cluster import RedisCluster
+
+            self.cluster = RedisCluster(s.redis_url, prefix=s.redis_prefix)
+            self.cluster.attach(self.b2bua)
+            await self.cluster.start()
         await self.reload(force=True)
         for spec in s.listeners:
             if spec.transport == "udp":
@@ -119,14 +143,47 @@ class SbcApp:
             else:
                 raise OSError(f"transport {spec.transport} is not supported yet")
         self.flush()
-        if s.overload_protection:
-            self._monitor = OverloadMonitor(self.overload)
-            self._monitor.start()
+        if s.api_listen:
+            from .api.ops import HttpServer
+
+            self.api_server = HttpServer(self._build_api(wall_offset))
+            await self.api_server.start(s.api_listen)
+        # Sampled even without protection (loop lag and CPU are metrics), and only from here: building
+        # the API blocks the loop for most of a second, which would start the SBC in overload.
+        self._monitor = OverloadMonitor(self.overload)
+        self._monitor.start()
         self._tasks = [
             asyncio.create_task(self._write_cdrs()),
             asyncio.create_task(self._watch_store()),
+            asyncio.create_task(self._refresh_dns()),
         ]
         log.info("sbc listening on %s", ", ".join(str(x) for x in s.listeners))
+
+    def _build_api(self, wall_offset: float) -> object:
+        """The REST API (``sbc.api``) with the ops routes (/metrics, /healthz, /readyz) mounted.
+
+        Call control is the B2BUA on this loop's clock (:class:`sbc.call_control.AppCallControl`);
+        gateway health is the prober's table. Without
+        ``api_admin_key`` a random admin key is generated and logged once, for this run only.
+        """
+        from .api.app import create_api
+        from .api.auth import generate_key
+        from .api.gateway_health import HealthTableSource
+        from .api.ops import ops_router
+        from .call_control import AppCallControl
+
+        assert self.store is not None and self.b2bua is not None
+        admin_key = self.settings.api_admin_key
+        if admin_key is None:
+            admin_key = generate_key()
+            log.warning("SBC_API_ADMIN_KEY is not set; admin API key for this run: %s", admin_key)
+        return create_api(
+            self.store,
+            admin_key=admin_key,
+            calls=AppCallControl(self),
+            health=HealthTableSource(self.b2bua.prober.table, wall_offset),
+            extra_routes=[ops_router(self)],
+        )
 
     def _start_relay(self) -> MediaManager:
         """Start the native RTP relay and watch its event fd (media timeouts, DTMF)."""
@@ -185,15 +242,31 @@ class SbcApp:
         if version == self._version and not force:
             return False
         snapshot = await self.store.load_snapshot()
+        # Names of gateways and targets resolve before the tables that use them go live.
+        names = provisioned_names(snapshot)
+        self.dns.forget_except(names)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.dns.refresh(names), DNS_LOAD_WAIT_S)
         self.b2bua.load(snapshot, self.loop.time())
         self.flush()
         self._version = snapshot.version
         log.info("provisioning version %d loaded", snapshot.version)
         return True
 
+    async def _refresh_dns(self) -> None:
+        """Re-resolve names whose TTL ran out and names calls asked for that were not cached."""
+        while True:
+            await asyncio.sleep(DNS_REFRESH_INTERVAL_S)
+            try:
+                await self.dns.refresh()
+            except Exception:
+                log.exception("DNS refresh failed; keeping the cached addresses")
+
     async def _watch_store(self) -> None:
         """Poll the store version: a change by `sbc provision`, the API or another node applies
-        to new calls without a restart."""
+        to new calls without a restart. A poll, not PostgreSQL LISTEN/NOTIFY: one indexed
+        single-row read per interval, the same on SQLite and PostgreSQL, no connection held
+        outside the pool (PgBouncer-safe), and nothing lost while reconnecting (README, Cluster)."""
         while True:
             await asyncio.sleep(self.settings.provision_poll_interval)
             try:
@@ -209,6 +282,7 @@ class SbcApp:
             batch = [await queue.get()]
             while not queue.empty() and len(batch) < CDR_BATCH_MAX:
                 batch.append(queue.get_nowait())
+            metrics.CDR_METRICS.observe_many(batch)
             try:
                 await self.store.write_cdrs(batch)
             except Exception:
@@ -278,6 +352,7 @@ class SbcApp:
 
     async def stop(self) -> None:
         """Close listeners and connections, write the CDRs still queued, close the store."""
+        self.stopping = True
         if self._timer is not None:
             self._timer.cancel()
         if self._monitor is not None:
@@ -287,11 +362,15 @@ class SbcApp:
                 await asyncio.wait_for(self._cdr_queue.join(), timeout=5.0)
         for task in self._tasks:
             task.cancel()
+        if self.api_server is not None:
+            await self.api_server.stop()
         for listener in self.udp.values():
             if listener.transport is not None:
                 listener.transport.close()
         if self.tcp is not None:
             await self.tcp.close()
+        if self.cluster is not None:
+            await self.cluster.close()  # this node's calls stop counting cluster-wide at once
         if self.store is not None:
             await self.store.close()
         if self.relay is not None:

@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
+# liburing lets the RTP relay build its io_uring backend; without it the epoll path is built.
+dpkg -s liburing-dev >/dev/null 2>&1 || need_apt+=(liburing-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
@@ -14,4 +16,8 @@ fi
 
 python3 -m pip install -q --disable-pip-version-check -e ".[test]"
 python3 -m ruff check sbc routing loadtest tests rtp_relay_ext
+# A throw-away PostgreSQL and Redis (installed when missing) for the store and cluster tests:
+# exports SBC_TEST_PG_URL and SBC_TEST_REDIS_URL, stopped however this script ends.
+trap 'sbc_services_stop 2>/dev/null || true' EXIT
+source scripts/services.sh
 python3 -m pytest -q "$@"

@@ -11,3 +11,6 @@ from hypothesis import HealthCheck, settings
 
 settings.register_profile("sbc", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("sbc")
+
+# Store tests on SQLite and PostgreSQL, cluster tests on Redis (scripts/services.sh starts both).
+from tests.pg_fixtures import db_url, pg_url, redis_prefix, redis_url  # noqa: E402, F401

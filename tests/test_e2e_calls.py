@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from sbc.store import Store
+from tests.dns_server import DnsServer
 from tests.sbcproc import REPO, SbcProcess, start_sbc
 from tests.sipp import SIPP, LoggedMessage, run_sipp, start_sipp, start_uas, topology_leaks
 
@@ -376,3 +377,30 @@ def test_outbound_bye_from_the_carrier_side(tmp_path) -> None:
     assert gw1_result.returncode == 0, gw1_result.explain()
     [row] = rows
     assert (row.direction, row.carrier, row.hangup_by) == ("outbound", "telco", "callee")
+
+
+def test_trunk_target_by_host_name_through_the_sbcs_nameserver(tmp_path) -> None:
+    """The PBX is ``pbx.customer.test`` in provisioning: the SBC asks its nameserver (a real DNS
+    server on loopback, given by SBC_DNS_SERVERS) before the tables go live, and the call by
+    DID reaches the address the name has."""
+    dns = DnsServer()
+    try:
+        with start_uas("uas_answer", PBX, calls=1, workdir=tmp_path) as pbx:
+            dns.zone[("pbx.customer.test", "A")] = (300, [PBX])
+            yaml_text = provision([(GW1, 5060)], pbx.local_port).replace(
+                f'uri: "sip:{PBX}:{pbx.local_port}"', f'uri: "sip:pbx.customer.test:{pbx.local_port}"'
+            )
+            sbc = start_provisioned(tmp_path, yaml_text, env={"SBC_DNS_SERVERS": f"127.0.0.1:{dns.port}"})
+            try:
+                uac = run_sipp("uac_call", sbc_target(sbc), local_ip=CARRIER, service=DID, hold_ms=100,
+                               workdir=tmp_path)  # fmt: skip
+                pbx_result = pbx.wait(10)
+            finally:
+                rows = stop_and_read(sbc, tmp_path)
+    finally:
+        dns.close()
+    assert uac.returncode == 0, uac.explain()
+    assert pbx_result.returncode == 0, pbx_result.explain()
+    assert first(pbx_result.received(), "INVITE").first_line.startswith(f"INVITE sip:{DID}@pbx.customer.test:")
+    assert ("pbx.customer.test", "A") in dns.queries
+    assert [r.disposition for r in rows] == ["answered"]

@@ -705,6 +705,9 @@ class B2BUA:
         call.b_2xx = resp
         call.answered_at = now
         call.state = CallState.ANSWERED
+        if call.media is not None and self.media is not None:
+            # The media timeout counts from the answer: a call may ring silently for longer.
+            self.media.restart_idle(call.media)
         call.attempts.append(
             (call.carrier if call.direction == "outbound" else None, call.gateway, status, resp.reason)
         )
