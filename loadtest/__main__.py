@@ -9,6 +9,7 @@ BENCHMARKS = {
     "parse": "loadtest.bench_parse",
     "calls": "loadtest.bench_calls",
     "api": "loadtest.bench_api",
+    "engine": "loadtest.bench_engine",
 }
 
 

@@ -33,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -297,6 +298,41 @@ def _wait_bound(ip: str, port: int, proc: subprocess.Popen, timeout_s: float = 5
     raise RuntimeError(f"SIPp did not bind {ip}:{port}")
 
 
+class MetricsScraper:
+    """Scrapes ``/metrics`` once a second during the run, as Prometheus would, so that a run with
+    ``--api`` pays for the API server and for rendering every collector under load."""
+
+    INTERVAL_S = 1.0
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.ok = self.failed = 0
+        self.times_ms: list[float] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="metrics-scraper", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._done.wait(self.INTERVAL_S):
+            started = time.monotonic()
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as response:
+                    response.read()
+                self.ok += 1
+                self.times_ms.append((time.monotonic() - started) * 1000)
+            except OSError:
+                self.failed += 1
+
+    def stop(self) -> dict:
+        self._done.set()
+        self._thread.join(10)
+        return {
+            "metrics_scrapes": self.ok,
+            "metrics_scrape_failures": self.failed,
+            "metrics_scrape_p50_ms": percentile(self.times_ms, 50),
+        }
+
+
 def run(args: argparse.Namespace) -> dict:
     """One benchmark run; returns the result dict (also on failure, with an "error" key)."""
     rate, seconds, hold_ms = args.rate, args.seconds, args.hold_ms
@@ -318,6 +354,7 @@ def run(args: argparse.Namespace) -> dict:
         "rate": rate,
         "seconds": seconds,
         "hold_ms": hold_ms,
+        "api": bool(args.api and not args.direct),
     }
     sampler = Sampler()
     sbc = uas = uac = None
@@ -338,10 +375,12 @@ def run(args: argparse.Namespace) -> dict:
                 raise RuntimeError(f"sbc provision failed ({prov.returncode}): {prov.stderr.strip()}")
             sbc_port = free_port(SBC_IP)
             sbc_env = {**env, **dict(kv.split("=", 1) for kv in args.sbc_env)}
+            api_listen = f"{SBC_IP}:{free_port(SBC_IP)}" if args.api else ""
             with open(workdir / "sbc.log", "wb") as log:
                 sbc = subprocess.Popen(
                     [sys.executable, "-m", "sbc", "run", "--sip-listen", f"udp:{SBC_IP}:{sbc_port}",
-                     "--api-listen", "", "--db", db_url, "--rtp-ip", SBC_IP, "--log-level", args.sbc_log_level],
+                     "--api-listen", api_listen, "--db", db_url, "--rtp-ip", SBC_IP,
+                     "--log-level", args.sbc_log_level],
                     stdout=log, stderr=subprocess.STDOUT, env=sbc_env, cwd=workdir,
                 )  # fmt: skip
             deadline = time.monotonic() + SBC_START_TIMEOUT_S
@@ -385,11 +424,15 @@ def run(args: argparse.Namespace) -> dict:
         cpu0 = dict(sampler.cpu)
         uac = _spawn(uac_args, uac_dir, "uac")
         sampler.watch("uac", uac.pid)
+        scraper = MetricsScraper(f"http://{api_listen}/metrics") if sbc is not None and args.api else None
         try:
             uac.wait(soft_timeout_s + HARD_STOP_MARGIN_S)
         except subprocess.TimeoutExpired:
             result["error"] = "SIPp UAC did not finish in time; stopped"
             _stop(uac)
+        finally:
+            if scraper is not None:
+                result.update(scraper.stop())
         t1 = time.monotonic()
         sampler.sample()
         try:
@@ -486,6 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--direct", action="store_true", help="no SBC: SIPp UAC straight to the SIPp UAS (baseline)"
     )
+    p.add_argument("--api", action="store_true",
+                   help="serve the REST API and /metrics (scraped every second) during the run")  # fmt: skip
     p.add_argument("--sbc-env", action="append", default=[], metavar="NAME=VALUE",
                    help="extra environment for sbc run, e.g. SBC_OVERLOAD_PROTECTION=false")  # fmt: skip
     p.add_argument("--sbc-log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])

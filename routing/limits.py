@@ -166,6 +166,25 @@ class RateLimiter:
         return None
 
 
+def needs_and_caps(
+    keys: Sequence[str], limits: Sequence[int | None]
+) -> tuple[dict[str, int], dict[str, int]]:
+    """For a call counted on ``keys`` under ``limits``: how many it adds per key (a key listed
+    twice counts twice) and the tightest limit per limited key. Raises ``ValueError`` when the
+    lists differ in length or a limit is negative."""
+    if len(keys) != len(limits):
+        raise ValueError(f"{len(keys)} keys but {len(limits)} limits")
+    need: dict[str, int] = {}
+    cap: dict[str, int] = {}
+    for key, limit in zip(keys, limits, strict=True):
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit for {key!r} must be >= 0, not {limit}")
+        need[key] = need.get(key, 0) + 1
+        if limit is not None:
+            cap[key] = min(cap.get(key, limit), limit)
+    return need, cap
+
+
 class ConcurrencyCounter:
     """Concurrent calls per key, acquired all-or-none.
 
@@ -186,16 +205,7 @@ class ConcurrencyCounter:
         change nothing and return ``False``. A key listed twice counts twice and its tightest
         limit applies. Raises ``ValueError`` when the lists differ in length or a limit is
         negative (state unchanged)."""
-        if len(keys) != len(limits):
-            raise ValueError(f"{len(keys)} keys but {len(limits)} limits")
-        need: dict[str, int] = {}
-        cap: dict[str, int] = {}
-        for key, limit in zip(keys, limits, strict=True):
-            if limit is not None and limit < 0:
-                raise ValueError(f"limit for {key!r} must be >= 0, not {limit}")
-            need[key] = need.get(key, 0) + 1
-            if limit is not None:
-                cap[key] = min(cap.get(key, limit), limit)
+        need, cap = needs_and_caps(keys, limits)
         for key, n in need.items():
             if key in cap and self._counts.get(key, 0) + n > cap[key]:
                 return False

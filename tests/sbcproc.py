@@ -8,9 +8,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
+T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
 # How long a started SBC may take to bind its sockets before the test gives up.
 START_TIMEOUT_S = 15.0
@@ -123,3 +126,14 @@ def tcp_exchange(host: str, port: int, data: bytes, timeout: float = 1.0) -> byt
         except TimeoutError:
             pass
         return b"".join(chunks)
+
+
+def wait_for(check: Callable[[], T], timeout: float = 10.0) -> T:
+    """Poll ``check`` every 50 ms until it returns something true or ``timeout`` passes; return
+    its last result (falsy on timeout, for the caller's assert)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.05)

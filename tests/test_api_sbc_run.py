@@ -4,7 +4,6 @@ guarded by a generated admin key, and its writes reaching the routing of new cal
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import httpx
@@ -12,21 +11,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sbc.config import load_settings
-from tests.sbcproc import SbcProcess, free_port, start_sbc, udp_exchange
+from tests.sbcproc import SbcProcess, free_port, start_sbc, udp_exchange, wait_for
 
 CARRIER = "127.0.0.2"  # the carrier's source address (inbound_cidrs)
 DID = "+14155550100"
 #: A relay port range of this file's own (other files use 41000+ and 47200+).
 RTP_PORTS = "47400-47463"
 
-
-def wait_for(check, timeout: float = 10.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.05)
 
 
 def healthz(api: str) -> int | None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.sbcproc import SbcProcess, free_port, start_sbc
+from tests.sbcproc import SbcProcess, free_port, start_sbc, wait_for
 from tests.sipp import SIPP, run_sipp, start_uas
 
 pytestmark = [
@@ -38,14 +38,6 @@ ADMIN_KEY = "e2e-admin-key-" + "k" * 24
 #: A relay port range of this file's own (other files use 41000+, 47200+ and 47400+).
 RTP_PORTS = "47600-47663"
 
-
-def wait_for(check, timeout: float = 10.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.05)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import asyncio
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sbc.api.ops import HttpServer, build_ops_app, ops_router, readiness
 from sbc.overload import OverloadGuard
 from tests.b2bua_harness import Net, establish_inbound
-from tests.sbcproc import REPO, SbcProcess, free_port, start_sbc, udp_exchange
+from tests.sbcproc import REPO, SbcProcess, free_port, start_sbc, udp_exchange, wait_for
 from tests.sipp import SIPP, run_sipp, start_uas
 
 
@@ -214,14 +213,6 @@ def scrape(api: str) -> dict[tuple[str, frozenset], float]:
         for s in f.samples
     }
 
-
-def wait_for(check: Any, timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.05)
 
 
 #: A relay port range of this file's own (the relay tests use 41000 and up).

@@ -20,14 +20,14 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from routing.model import DEFAULT_FAILOVER_CODES, Gateway
+from routing.model import Gateway
 from sbc.provision import (
+    CarrierSpec,
     Cidr,
     FailoverCode,
     GatewaySpec,
     MaxCalls,
     MaxCps,
-    Name,
     ProbeInterval,
     TechPrefix,
 )
@@ -41,18 +41,8 @@ from .gateway_health import HealthSource
 from .scope import check_id
 
 
-class CarrierIn(Body):
-    """A new carrier (the same fields and defaults as in the provision file)."""
-
-    name: Name
-    gateways: list[GatewaySpec] = []
-    inbound_cidrs: list[Cidr] = []
-    tech_prefix: TechPrefix = ""
-    strip_plus: bool = False
-    failover_codes: list[FailoverCode] = list(DEFAULT_FAILOVER_CODES)
-    probe_interval_s: ProbeInterval = 0.0
-    max_calls: MaxCalls | None = None
-    max_cps: MaxCps | None = None
+class CarrierIn(CarrierSpec):
+    """A new carrier: the same fields, defaults and checks as ``carriers[]`` in the provision file."""
 
 
 class CarrierPatch(Body):

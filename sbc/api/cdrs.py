@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, Response, get
 from litestar.datastructures import State
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Stream
 from pydantic import BaseModel
@@ -192,19 +192,20 @@ class CdrFilters(BaseModel):
         return self.model_dump(exclude={"nothing"})
 
 
-def _filters(
-    principal: Principal,
-    *,
-    since: datetime | None,
-    until: datetime | None,
-    number: str | None,
-    customer: str | None,
-    disposition: str | None,
-    direction: str | None,
-    carrier: str | None,
-    trunk: str | None,
-    call_id: str | None,
+def cdr_filters(
+    principal: NamedDependency[Principal],
+    since: FilterSince = None,
+    until: FilterUntil = None,
+    number: FilterNumber = None,
+    customer: FilterName = None,
+    disposition: FromQuery[Disposition | None] = None,
+    direction: FromQuery[Direction | None] = None,
+    carrier: FilterName = None,
+    trunk: FilterName = None,
+    call_id: FilterName = None,
 ) -> CdrFilters:
+    """The query's filters (a dependency of the list and the export); a customer key is held to
+    its own customer (naming another matches nothing)."""
     nothing = False
     if not principal.is_admin:
         nothing = customer is not None and customer != principal.customer
@@ -274,37 +275,17 @@ class CdrController(Controller):
 
     path = "/v1"
     tags = ["cdrs"]
+    dependencies = {"filters": Provide(cdr_filters, sync_to_thread=False)}  # noqa: RUF012
 
     @get("/cdrs", summary="List CDRs (JSON, or CSV with Accept: text/csv)")
     async def list_cdrs(
         self,
         request: Request[Any, Any, State],
         ctx: NamedDependency[ApiContext],
-        principal: NamedDependency[Principal],
         page: NamedDependency[PageParams],
-        since: FilterSince = None,
-        until: FilterUntil = None,
-        number: FilterNumber = None,
-        customer: FilterName = None,
-        disposition: FromQuery[Disposition | None] = None,
-        direction: FromQuery[Direction | None] = None,
-        carrier: FilterName = None,
-        trunk: FilterName = None,
-        call_id: FilterName = None,
+        filters: NamedDependency[CdrFilters],
     ) -> Response[CdrPage]:
         """A page of CDRs newest first (``Accept: text/csv``: every matching CDR as CSV)."""
-        filters = _filters(
-            principal,
-            since=since,
-            until=until,
-            number=number,
-            customer=customer,
-            disposition=disposition,
-            direction=direction,
-            carrier=carrier,
-            trunk=trunk,
-            call_id=call_id,
-        )
         if _wants_csv(request):
             return _csv_response(ctx, filters)  # type: ignore[return-value]
         items: list[CdrRecord] = []
@@ -324,30 +305,9 @@ class CdrController(Controller):
     async def export_csv(
         self,
         ctx: NamedDependency[ApiContext],
-        principal: NamedDependency[Principal],
-        since: FilterSince = None,
-        until: FilterUntil = None,
-        number: FilterNumber = None,
-        customer: FilterName = None,
-        disposition: FromQuery[Disposition | None] = None,
-        direction: FromQuery[Direction | None] = None,
-        carrier: FilterName = None,
-        trunk: FilterName = None,
-        call_id: FilterName = None,
+        filters: NamedDependency[CdrFilters],
     ) -> Stream:
         """Every matching CDR as CSV (RFC 4180), newest first, streamed."""
-        filters = _filters(
-            principal,
-            since=since,
-            until=until,
-            number=number,
-            customer=customer,
-            disposition=disposition,
-            direction=direction,
-            carrier=carrier,
-            trunk=trunk,
-            call_id=call_id,
-        )
         return _csv_response(ctx, filters)
 
     @get("/cdrs/{cdr_id:int}", summary="Get a CDR")

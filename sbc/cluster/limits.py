@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 
-from routing.limits import ConcurrencyCounter, RateLimiter
+from routing.limits import ConcurrencyCounter, RateLimiter, needs_and_caps
 
 #: Field of a node's Redis hash that holds its publish sequence number, not a limit key. Limit
 #: keys are "kind:name" (routing.limits.limit_key), so a leading "~" can never collide.
@@ -51,16 +51,7 @@ class ClusterCalls:
         """Count one more call of this node on every key when the cluster total of each stays
         within its limit (``None`` = unlimited); otherwise change nothing and return ``False``.
         Raises ``ValueError`` (nothing changed) as :meth:`ConcurrencyCounter.try_acquire` does."""
-        if len(keys) != len(limits):
-            raise ValueError(f"{len(keys)} keys but {len(limits)} limits")
-        need: dict[str, int] = {}
-        cap: dict[str, int] = {}
-        for key, limit in zip(keys, limits, strict=True):
-            if limit is not None and limit < 0:
-                raise ValueError(f"limit for {key!r} must be >= 0, not {limit}")
-            need[key] = need.get(key, 0) + 1
-            if limit is not None:
-                cap[key] = min(cap.get(key, limit), limit)
+        need, cap = needs_and_caps(keys, limits)
         for key, limit in cap.items():
             if self.count(key) + need[key] > limit:
                 return False
