@@ -944,7 +944,7 @@ int rr_session_free(rr_engine *e, uint64_t id, rr_session_info *final_info)
 #ifdef RR_HAVE_IO_URING
     if (e->backend == RR_BACKEND_IO_URING && w->ring_live) {
         /* The ring's receives hold the sockets open: the worker cancels them and
-         * closes the fds; returning after that keeps "free() releases the ports". */
+         * closes the fds on its next wake-up, well within the ports' quarantine. */
         rr_uring_session_closing(w, s, slot, old_gen);
     } else
 #endif

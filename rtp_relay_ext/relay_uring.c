@@ -521,6 +521,7 @@ void rr_uring_session_added(rr_worker *w, uint32_t slot, uint32_t gen)
 
 void rr_uring_session_closing(rr_worker *w, rr_session *s, uint32_t slot, uint32_t old_gen)
 {
+    /* back-pressure only: the queue is full until the worker's next drain */
     while (w->ring_live && w->nclosing + 4 > RR_CLOSE_QUEUE)
         pthread_cond_wait(&w->cond, &w->lock);
     if (!w->ring_live) { /* the worker stopped meanwhile: nothing holds the sockets */
@@ -531,18 +532,22 @@ void rr_uring_session_closing(rr_worker *w, rr_session *s, uint32_t slot, uint32
         }
         return;
     }
+    int wake = w->nclosing == 0; /* otherwise a wake-up is already pending */
     for (int l = 0; l < 2; l++) {
         w->closing[w->nclosing++] = (rr_closing){s->leg[l].rtp.fd, rr_make_token(slot, old_gen, l, 0)};
         w->closing[w->nclosing++] = (rr_closing){s->leg[l].rtcp.fd, rr_make_token(slot, old_gen, l, 1)};
         s->leg[l].rtp.fd = s->leg[l].rtcp.fd = -1;
     }
-    uint64_t mine = ++w->close_requested;
-    uint64_t one = 1;
-    ssize_t r = write(w->wake_fd, &one, sizeof(one));
-    (void)r;
-    /* the worker drains the whole queue before it lets ring_live drop */
-    while (w->close_done < mine)
-        pthread_cond_wait(&w->cond, &w->lock);
+    ++w->close_requested;
+    if (wake) {
+        uint64_t one = 1;
+        ssize_t r = write(w->wake_fd, &one, sizeof(one));
+        (void)r;
+    }
+    /* No waiting for the worker: the ports sit in quarantine far longer than the worker takes
+     * to cancel and close (it drains the queue on its next wake-up, and before the ring stops),
+     * and a round trip to the worker thread on every free() cost the signalling thread ~0.25 ms
+     * per call under load (py-spy, 300 calls/s through sbc run). */
 }
 
 /* ------------------------------------------------------------ the loop */

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -380,10 +381,27 @@ class SbcApp:
         self.stopped.set()
 
 
+#: Allocations between young-generation collections (CPython's default is 700). Calls allocate
+#: many short-lived objects, nearly all freed by reference counting; collecting every 700 made
+#: the cyclic GC walk the growing older generations often enough to stall the loop for tens of
+#: milliseconds: setup time p99 at 300-400 calls/s fell from 180-340 ms to 20-24 ms with this
+#: and the start-up heap frozen (``python -m loadtest calls``, same CPU).
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """Move everything allocated at start (modules, tables, the API app) out of the collector's
+    sight and make young collections rarer; see :data:`GC_THRESHOLDS`."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then shut down cleanly."""
     app = SbcApp(settings)
     await app.start()
+    tune_gc()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

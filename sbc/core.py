@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -27,6 +26,7 @@ from .sip.events import (
     StrayResponse,
 )
 from .sip.message import Request, Response, make_response, parse_message
+from .sip.randomness import random_hex
 from .sip.timers import TimerConfig
 from .sip.transaction import TransactionLayer
 
@@ -40,7 +40,7 @@ MAGIC_COOKIE = "z9hG4bK"
 
 def new_tag() -> str:
     """A random tag (RFC 3261 §19.3: at least 32 bits of randomness)."""
-    return secrets.token_hex(6)
+    return random_hex(6)
 
 
 @dataclass(slots=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import secrets
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -19,6 +18,7 @@ from routing.limits import LimitScope
 from ..sip.events import Address, TransactionKey
 from ..sip.headers import NameAddr, parse_contact, parse_name_addr
 from ..sip.message import Request
+from ..sip.randomness import random_hex
 from ..sip.transaction import make_branch
 from ..sip.uri import SipURI, parse_uri
 
@@ -174,7 +174,7 @@ class Call:
 
 def new_call_id(host: str) -> str:
     """A fresh Call-ID that reveals nothing about the other leg (RFC 3261 §8.1.1.4)."""
-    return f"{secrets.token_hex(12)}@{host}"
+    return f"{random_hex(12)}@{host}"
 
 
 def strip_tag(name_addr: str) -> str:

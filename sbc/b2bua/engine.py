@@ -14,7 +14,6 @@ import itertools
 import logging
 import random
 import re
-import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,6 +42,7 @@ from ..sip.events import (
     TransactionTransportError,
 )
 from ..sip.message import Request, Response, make_response
+from ..sip.randomness import random_hex
 from ..sip.transaction import TransactionError
 from ..store.cdr import CdrAttempt, CdrRecord
 from .call import (
@@ -335,7 +335,7 @@ class B2BUA:
             invite_key=key,
         )
         call = Call(
-            id=secrets.token_hex(8),
+            id=random_hex(8),
             direction=direction,
             a=leg,
             caller=caller_user,
@@ -1611,7 +1611,7 @@ class B2BUA:
             remote_target=bridge_uri,
         )
         call = Call(
-            id=secrets.token_hex(8), direction="outbound", a=a, caller=caller, callee=e164, setup_at=now
+            id=random_hex(8), direction="outbound", a=a, caller=caller, callee=e164, setup_at=now
         )
         call.customer = customer
         call.origin = Origin(bridge_uri, bridge_dest)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from .events import (
 )
 from .headers import parse_via
 from .message import Request, Response, make_response
+from .randomness import random_hex
 from .timers import TimerConfig
 
 # RFC 3261 §8.1.1.7: a branch starting with this cookie was made by an RFC 3261 element and is
@@ -308,7 +308,7 @@ class _Transaction:
 
 def make_branch() -> str:
     """Return a new RFC 3261 branch: the magic cookie and 64 random bits in hex (§8.1.1.7)."""
-    return MAGIC_COOKIE + os.urandom(BRANCH_RANDOM_BYTES).hex()
+    return MAGIC_COOKIE + random_hex(BRANCH_RANDOM_BYTES)
 
 
 def is_rfc3261_branch(branch: str | None) -> bool:
