@@ -26,6 +26,7 @@ import json
 import math
 import os
 import re
+import resource
 import shutil
 import socket
 import subprocess
@@ -298,6 +299,21 @@ def _wait_bound(ip: str, port: int, proc: subprocess.Popen, timeout_s: float = 5
     raise RuntimeError(f"SIPp did not bind {ip}:{port}")
 
 
+#: File descriptors the SBC is given (as deploy/sbc.service's LimitNOFILE does): the relay opens
+#: four sockets per call, so 10,000 concurrent calls need 40,000 and more.
+SBC_NOFILE = 131072
+
+
+def _raise_fd_limit() -> None:
+    """In the SBC's child process before exec: RLIMIT_NOFILE up to SBC_NOFILE (raising the hard
+    limit needs root; otherwise the soft limit goes as high as the hard one allows)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, SBC_NOFILE), max(hard, SBC_NOFILE)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 class MetricsScraper:
     """Scrapes ``/metrics`` once a second during the run, as Prometheus would, so that a run with
     ``--api`` pays for the API server and for rendering every collector under load."""
@@ -382,6 +398,7 @@ def run(args: argparse.Namespace) -> dict:
                      "--api-listen", api_listen, "--db", db_url, "--rtp-ip", SBC_IP,
                      "--log-level", args.sbc_log_level],
                     stdout=log, stderr=subprocess.STDOUT, env=sbc_env, cwd=workdir,
+                    preexec_fn=_raise_fd_limit,
                 )  # fmt: skip
             deadline = time.monotonic() + SBC_START_TIMEOUT_S
             while not _sbc_answers(sbc_port):

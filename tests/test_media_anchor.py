@@ -99,3 +99,28 @@ def test_bad_sdp_is_a_488(engine) -> None:
     with pytest.raises(MediaError) as e:
         MediaManager(engine, "127.0.0.1").rewrite(CallMedia(), "a", b"not sdp at all", owner=None)
     assert e.value.status == 488
+
+
+def test_out_of_file_descriptors_is_a_503(engine) -> None:  # type: ignore[no-untyped-def]
+    """A relay that cannot open sockets (RLIMIT_NOFILE reached) refuses the call with 503, like an
+    exhausted port range, instead of failing it with 500."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    held = []
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        with pytest.raises(MediaError) as e:
+            while True:  # fill the table so the next session's 4 sockets cannot be opened
+                try:
+                    held.append(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+                except OSError:
+                    break
+            if held:
+                held.pop().close()  # one fd free: the session still needs four
+            MediaManager(engine, "127.0.0.1").rewrite(CallMedia(), "a", OFFER, owner=None)
+    finally:
+        for s in held:
+            s.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert e.value.status == 503 and "sockets" in e.value.reason

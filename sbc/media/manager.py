@@ -84,6 +84,11 @@ class MediaManager:
                     sid = self.engine.allocate(clock_rate=peer.clock_rate, dtmf_pt=peer.dtmf_pt)
                 except PoolExhausted:
                     raise MediaError("no relay ports left", 503) from None
+                except RelayError as e:
+                    # Out of file descriptors (RLIMIT_NOFILE: 4 per session) or socket memory:
+                    # a capacity limit like the port range, not a fault of this call.
+                    log.warning("relay cannot open a session: %s", e)
+                    raise MediaError(f"relay cannot open sockets: {e}", 503) from None
                 media.sessions[peer.index] = sid
                 self.by_session[sid] = owner
             try:

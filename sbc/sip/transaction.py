@@ -769,6 +769,11 @@ class TransactionLayer:
         if new_state is _S.TERMINATED:
             self._terminate(tx, events)
         else:
+            if new_state is _S.ACCEPTED or (new_state is _S.COMPLETED and tx.key[0] == "C"):
+                # Nothing is retransmitted from here on (2xx retransmission is the TU's job; a
+                # client's non-2xx is answered with tx.ack): the serialised message would only
+                # sit out Timer L/M/D/K (32 s for an INVITE), ~1 KiB per call at 10,000 calls.
+                tx.wire = None
             for timer in timers:
                 self._start_timer(tx, timer, now, events)
         return True
