@@ -345,7 +345,7 @@ class MetricsScraper:
         return {
             "metrics_scrapes": self.ok,
             "metrics_scrape_failures": self.failed,
-            "metrics_scrape_p50_ms": percentile(self.times_ms, 50),
+            "metrics_scrape_p50_ms": round(p50, 1) if (p50 := percentile(self.times_ms, 50)) is not None else None,
         }
 
 

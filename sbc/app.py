@@ -193,7 +193,12 @@ class SbcApp:
         s = self.settings
         lo, hi = parse_port_range(s.rtp_ports)
         self.relay = RelayEngine(
-            s.rtp_ip, lo, hi, media_timeout=s.media_timeout, hold_timeout=s.media_hold_timeout
+            s.rtp_ip,
+            lo,
+            hi,
+            media_timeout=s.media_timeout,
+            hold_timeout=s.media_hold_timeout,
+            quarantine=s.rtp_port_quarantine,
         )
         assert self.loop is not None
         self.loop.add_reader(self.relay.events_fd, self._on_relay_events)

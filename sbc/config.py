@@ -140,6 +140,15 @@ class Settings(BaseSettings):
     rtp_ip: str = Field("127.0.0.1", description="Address the RTP relay binds")
     rtp_advertised_ip: str | None = Field(None, description="Address written into SDP when behind NAT")
     rtp_ports: str = Field(DEFAULT_RTP_PORTS, description="RTP port range MIN-MAX")
+    rtp_port_quarantine: float = Field(
+        2.0,
+        ge=0,
+        le=60,
+        description=(
+            "Seconds a freed relay port waits before reuse (late packets of the old call never reach"
+            " a new one). Each call holds 4 ports: the range sustains (ports / 4) / (hold + this) calls/s"
+        ),
+    )
     advertised_host: str | None = Field(None, description="Host written into Via/Contact when behind NAT")
     t1: float = Field(DEFAULT_T1, gt=0, le=10)
     t2: float = Field(DEFAULT_T2, gt=0, le=60)

@@ -318,6 +318,29 @@ async def test_monitor_sees_a_blocked_loop():
     monitor.stop()  # idempotent
 
 
+def _burn(seconds: float) -> None:
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+async def test_monitor_counts_a_saturated_loop_thread_as_high_cpu():
+    """The process is 20 % of a 2-core machine, but the loop's thread is busy for most of the
+    interval: the sample is the thread's share of one core, not the machine's."""
+    recorder = Recorder()
+    monitor = OverloadMonitor(
+        recorder, interval_s=0.02, process=FakeProcess(40.0), cpu_interval_s=0.25, cpu_count=2
+    )
+    monitor.start()
+    loop = asyncio.get_running_loop()
+    for _ in range(12):  # ~0.6 s: 40 ms of CPU in every 50 ms on the loop's thread
+        loop.call_soon(_burn, 0.04)
+        await asyncio.sleep(0.01)
+    monitor.stop()
+    assert recorder.cpus and max(pct for pct, _ in recorder.cpus) >= 60.0, recorder.cpus
+    assert min(pct for pct, _ in recorder.cpus) >= 20.0  # never below the machine figure
+
+
 async def test_monitor_drives_a_real_guard_into_overload():
     # alpha 0.5: one 300 ms stall alone lifts the average above the 100 ms threshold
     g = OverloadGuard(rng=random.Random(1), ewma_alpha=0.5)
