@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import pytest
 
+from routing.model import TrunkTarget
 from rtp_relay_ext import RelayEngine
 from sbc.b2bua.control import OriginateError
 from sbc.media.manager import MediaManager
+from sbc.sip.events import Address
 from sbc.sip.message import Request
-from tests.b2bua_harness import CARRIER, GW_A, GW_B, PBX, Net, sdp
+from tests.b2bua_harness import CARRIER, GW_A, GW_B, PBX, Net, sdp, snapshot
 
 CALLEE = "+12125551234"
 
@@ -74,7 +76,12 @@ def test_callee_then_bridge_target_then_both_hang_up_with_bye(net) -> None:
     bye = gw.take("BYE")
     assert isinstance(bye, Request) and bye.call_id == callee.call_id
     cdr = net.cdr()
-    assert (cdr.direction, cdr.disposition, cdr.hangup_by, cdr.carrier) == ("originated", "answered", "caller", "A")
+    assert (cdr.direction, cdr.disposition, cdr.hangup_by, cdr.carrier) == (
+        "originated",
+        "answered",
+        "caller",
+        "A",
+    )
     assert net.b2bua.live_calls() == []
 
 
@@ -186,3 +193,58 @@ def test_live_calls_are_scoped_to_a_customer(net) -> None:
     assert mine.customer == "acme"
     assert net.b2bua.live_calls("other") == []
     assert net.b2bua.hangup(mine.id, net.now, customer="other") is False
+
+
+PBX2 = Address("udp", "127.0.0.8", 5070)
+
+
+def two_target_net(relay) -> Net:  # type: ignore[no-untyped-def]
+    """The trunk has two targets: 127.0.0.3 first (priority 1), then 127.0.0.8."""
+    targets = (TrunkTarget("sip:127.0.0.3:5070", priority=1), TrunkTarget("sip:127.0.0.8:5070", priority=2))
+    return Net(snapshot(targets=targets), media=MediaManager(relay, "127.0.0.1"))
+
+
+@pytest.mark.parametrize("failure", [503, "silence"])
+def test_bridge_fails_over_to_the_trunks_next_target(relay, failure) -> None:  # type: ignore[no-untyped-def]
+    net = two_target_net(relay)
+    originate(net)
+    callee = answer_callee(net)
+    callee.take_ack()
+    first = net.peer(PBX, "pbx").take_invite()
+    if failure == "silence":
+        net.advance(40.0)  # Timer B: 64*T1 without any answer
+    else:
+        first.respond_invite(failure)
+        net.peer(PBX, "pbx").take("ACK")
+    second = net.peer(PBX2, "pbx").take_invite()
+    assert second.invite.uri.startswith(f"sip:{CALLEE}@127.0.0.8:5070")
+    assert second.invite.call_id != first.invite.call_id  # a new dialog, not a retry of the old
+    assert "c=IN IP4 127.0.0.1" in second.invite.body.decode()
+    second.answer(sdp("127.0.0.8", 31000))
+    second.take_ack()
+    [call] = net.b2bua.live_calls()
+    assert call.state == "confirmed" and {leg.peer for leg in call.legs} == {
+        "127.0.0.4:5060",
+        "127.0.0.8:5070",
+    }
+    assert net.peer(GW_A, "gw").inbox == []  # the callee stayed up throughout
+    net.b2bua.hangup(call.id, net.now)
+    net.flush()
+    net.peer(PBX2, "pbx").take("BYE")
+    net.peer(GW_A, "gw").take("BYE")
+    attempts = net.cdr().attempts
+    assert attempts[-1].reason.startswith("bridge") and attempts[-1].code == (
+        408 if failure == "silence" else 503
+    )
+
+
+def test_bridge_does_not_fail_over_after_busy(relay) -> None:  # type: ignore[no-untyped-def]
+    net = two_target_net(relay)
+    originate(net)
+    callee = answer_callee(net)
+    callee.take_ack()
+    net.peer(PBX, "pbx").take_invite().respond_invite(486)
+    net.peer(PBX, "pbx").take("ACK")
+    assert net.peer(GW_A, "gw").take("BYE")
+    assert net.peer(PBX2, "pbx").inbox == []
+    assert net.cdr().attempts[-1].code == 486

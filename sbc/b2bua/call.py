@@ -100,6 +100,9 @@ class Origin:
     invite_key: TransactionKey | None = None  # the INVITE to the bridge target while it runs
     bridged: bool = False  # the bridge target answered and was ACKed
     a_ack: object = None  # (ACK, destination) of the bridge target's 2xx, re-sent on retransmission
+    # The trunk's further targets (Request-URI, destination) in plan order: the bridge fails over to
+    # them on no answer, a transport error or a 5xx, as an inbound call to the trunk would.
+    fallbacks: list[tuple[str, Address]] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -1585,7 +1585,8 @@ class B2BUA:
             customer_obj = tables.customers.get(customer)
             if customer_obj is None:
                 raise OriginateError(404, f"no customer {customer!r}")
-        bridge_uri, bridge_dest = self._bridge_target(bridge_to, e164, customer)
+        targets = self._bridge_targets(bridge_to, e164, customer)
+        bridge_uri, bridge_dest = targets[0]
         if carrier is not None:
             carrier_obj = tables.carriers.get(carrier)
             if carrier_obj is None:
@@ -1600,21 +1601,12 @@ class B2BUA:
         if hit is not None:
             metrics.LIMIT_REJECTIONS_BY_SCOPE[hit.kind].inc()
             raise OriginateError(503, f"{hit.kind} {hit.limit} limit reached")
-        host, _port = self.local_address(bridge_dest.transport)
-        bridge_user = bridge_uri.split(":", 1)[1].split("@", 1)[0] if "@" in bridge_uri else e164
-        a = Leg(
-            call_id=new_call_id(_host(host)),
-            local_tag=new_tag(),
-            local_uri=f"<sip:{e164}@{_host(host)}>",
-            remote_uri=f"<sip:{bridge_user}@{_host(bridge_dest.host)}>",
-            peer=bridge_dest,
-            remote_target=bridge_uri,
-        )
+        a = self._bridge_leg(e164, bridge_uri, bridge_dest)
         call = Call(
             id=random_hex(8), direction="outbound", a=a, caller=caller, callee=e164, setup_at=now
         )
         call.customer = customer
-        call.origin = Origin(bridge_uri, bridge_dest)
+        call.origin = Origin(bridge_uri, bridge_dest, fallbacks=targets[1:])
         call.scopes = tuple(scopes)
         self.calls[call.id] = call
         metrics.ATTEMPTS_BY_DIRECTION[call.direction].inc()
@@ -1623,29 +1615,46 @@ class B2BUA:
             self._next_attempt(call, now)
         return self._live(call)
 
-    def _bridge_target(self, bridge_to: str, e164: str, customer: str | None) -> tuple[str, Address]:
-        """Request-URI and address of ``bridge_to``: ``trunk:CUSTOMER/NAME`` (its first target,
-        the callee's number as user) or a ``sip:`` URI with an IP address."""
+    def _bridge_targets(self, bridge_to: str, e164: str, customer: str | None) -> list[tuple[str, Address]]:
+        """Request-URIs and addresses of ``bridge_to``, in the order to try them:
+        ``trunk:CUSTOMER/NAME`` (its targets by priority then weight, the callee's number as user;
+        names not resolved yet are left out) or a ``sip:`` URI with an IP address."""
         if bridge_to.startswith("trunk:"):
             owner, _, name = bridge_to[len("trunk:"):].partition("/")
             trunk = self.tables.numbers.trunk(owner, name)
             if trunk is None or (customer is not None and owner != customer):
                 raise OriginateError(404, f"no trunk {bridge_to[len('trunk:'):]!r}")
-            targets = build_inbound_plan(trunk, self.rng)
-            if not targets:
+            uris = [_inbound_request_uri(t.uri, e164) for t in build_inbound_plan(trunk, self.rng)]
+            if not uris:
                 raise OriginateError(422, f"trunk {owner}/{name} has no targets")
-            uri = _inbound_request_uri(targets[0].uri, e164)
         elif bridge_to.startswith(("sip:", "sips:")):
-            uri = bridge_to
+            uris = [bridge_to]
         else:
             raise OriginateError(422, "bridge_to must be trunk:CUSTOMER/NAME or a sip: URI")
-        parsed = parse_target(uri)
-        if parsed is None:
-            raise OriginateError(422, f"{uri!r} is not a SIP URI")
-        dest = self._destination(*parsed)
-        if dest is None:
-            raise OriginateError(422, f"{uri!r}: host {parsed[0]!r} does not resolve (yet)")
-        return uri, dest
+        found: list[tuple[str, Address]] = []
+        for uri in uris:
+            parsed = parse_target(uri)
+            if parsed is None:
+                raise OriginateError(422, f"{uri!r} is not a SIP URI")
+            dest = self._destination(*parsed)
+            if dest is not None:
+                found.append((uri, dest))
+        if not found:
+            raise OriginateError(422, f"{uris[0]!r}: host does not resolve (yet)")
+        return found
+
+    def _bridge_leg(self, e164: str, bridge_uri: str, bridge_dest: Address) -> Leg:
+        """A fresh client leg towards a bridge target, calling from the callee's number."""
+        host, _port = self.local_address(bridge_dest.transport)
+        bridge_user = bridge_uri.split(":", 1)[1].split("@", 1)[0] if "@" in bridge_uri else e164
+        return Leg(
+            call_id=new_call_id(_host(host)),
+            local_tag=new_tag(),
+            local_uri=f"<sip:{e164}@{_host(host)}>",
+            remote_uri=f"<sip:{bridge_user}@{_host(bridge_dest.host)}>",
+            peer=bridge_dest,
+            remote_target=bridge_uri,
+        )
 
     def _destination(self, host: str, port: int | None, transport: str) -> Address | None:
         """Where to send to ``host``: itself when an IP literal, else its first resolved address
@@ -1748,10 +1757,28 @@ class B2BUA:
         call.state = CallState.CONFIRMED
 
     def _bridge_failed(self, call: Call, code: int, reason: str, now: float) -> None:
-        """The bridge target refused or never answered: the answered callee gets a BYE."""
+        """The bridge target refused or never answered: the trunk's next target is called when
+        there is one and the failure allows it (no answer, transport error, 5xx: the trunk's
+        failover rule for inbound calls), else the answered callee gets a BYE."""
         if call.state is CallState.ENDED:
             return
         call.attempts.append((None, f"{call.a.peer.host}:{call.a.peer.port}", code, f"bridge: {reason}"))
+        origin = call.origin
+        if (
+            origin is not None
+            and origin.fallbacks
+            and origin.invite_key is not None  # an INVITE was sent (not a media refusal before it)
+            and not origin.bridged
+            and call.b_2xx is not None
+            and (code == CODE_TIMEOUT or 500 <= code < 600)
+        ):
+            old = call.a
+            self._dialogs.pop((old.call_id, old.local_tag), None)
+            origin.bridge_uri, origin.bridge_dest = origin.fallbacks.pop(0)
+            origin.invite_key = None
+            call.a = self._bridge_leg(call.callee, origin.bridge_uri, origin.bridge_dest)
+            self._place_bridge(call, call.b_2xx, now)  # type: ignore[arg-type]
+            return
         b = call.b
         if b is not None:
             self._send_bye(call, b, now)
