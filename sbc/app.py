@@ -405,12 +405,13 @@ def tune_gc() -> None:
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then shut down cleanly."""
     app = SbcApp(settings)
-    await app.start()
-    tune_gc()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    # Before the sockets open: a SIGTERM that arrives once the SBC answers must stop it cleanly.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    await app.start()
+    tune_gc()
     await stop.wait()
     log.info("shutting down")
     await app.stop()
