@@ -164,7 +164,14 @@ class SipCore:
             self.respond(key, refusal, now)
             return
         method = req.method
-        if req.to_tag is not None and self.dialog_handler is not None and self.dialog_handler(req, key, now):
+        # A CANCEL is hop-by-hop (RFC 3261 §9.2): it belongs to the INVITE transaction it names, even
+        # when that INVITE was a re-INVITE and the CANCEL carries the dialog's tags.
+        if (
+            req.to_tag is not None
+            and method != "CANCEL"
+            and self.dialog_handler is not None
+            and self.dialog_handler(req, key, now)
+        ):
             return
         if method == "OPTIONS":
             if self._for_us(req) or self.on_invite is None:

@@ -197,6 +197,53 @@ def test_reinvite_rejected_by_far_side_is_relayed() -> None:
     assert c.b.take_in_dialog("INVITE")
 
 
+def test_cancelled_reinvite_is_cancelled_on_the_far_side() -> None:
+    """The caller CANCELs its re-INVITE: the relayed one is CANCELled once the callee has sent a
+    provisional, the callee's 487 comes back as the caller's 487, and the call stays up."""
+    net = Net()
+    c = establish_inbound(net)
+    re_out = c.a.request("INVITE", body=CARRIER_SDP)
+    re_inv = c.b.take_in_dialog("INVITE")
+    c.b.respond(re_inv, 100)
+    cancel = Request(
+        "CANCEL",
+        re_out.uri,
+        [(n, re_out.get(n)) for n in ("Via", "From", "To", "Call-ID")]
+        + [("CSeq", f"{re_out.cseq[0]} CANCEL")],
+    )
+    c.caller.send(cancel)
+    assert c.caller.take(_cancel_ok).status == 200
+    relayed = c.callee.take("CANCEL")
+    assert relayed.branch == re_inv.branch and relayed.cseq == (re_inv.cseq[0], "CANCEL")
+    assert relayed.call_id == re_inv.call_id != re_out.call_id  # the callee's dialog, not the caller's
+    c.b.respond(relayed, 200)
+    c.b.respond(re_inv, 487)
+    c.callee.take("ACK")
+    assert c.caller.take(487).cseq == (re_out.cseq[0], "INVITE")
+    # The call is up and takes a new re-INVITE.
+    c.a.request("INVITE", body=CARRIER_SDP)
+    assert c.b.take_in_dialog("INVITE")
+    assert net.b2bua.calls
+
+
+def test_cancel_after_the_reinvite_was_answered_changes_nothing() -> None:
+    net = Net()
+    c = establish_inbound(net)
+    re_out = c.a.request("INVITE", body=CARRIER_SDP)
+    re_inv = c.b.take_in_dialog("INVITE")
+    c.b.respond(re_inv, 200, body=PBX_SDP, headers=[("Contact", c.callee.contact())])
+    assert c.caller.take(200)
+    cancel = Request(
+        "CANCEL",
+        re_out.uri,
+        [(n, re_out.get(n)) for n in ("Via", "From", "To", "Call-ID")]
+        + [("CSeq", f"{re_out.cseq[0]} CANCEL")],
+    )
+    c.caller.send(cancel)
+    assert c.caller.take(_cancel_ok).status == 200
+    assert not [m for m in c.callee.inbox if isinstance(m, Request) and m.method == "CANCEL"]
+
+
 def test_reinvite_while_one_is_pending_gets_491() -> None:
     net = Net()
     c = establish_inbound(net)

@@ -949,11 +949,17 @@ class B2BUA:
     def _on_event(self, event: object, now: float) -> None:
         """CANCELs, ACKs and transaction ends from the core. Never raises (see :meth:`_isolated`)."""
         if isinstance(event, tuple) and event and event[0] == "cancel":
-            _, invite_key, _cancel = event
+            _, invite_key, cancel = event
             call = self._by_server_key.get(invite_key)
             if call is not None:
                 with self._isolated(call, now):
                     self._caller_cancelled(call, now)
+                return
+            # A CANCEL of a re-INVITE carries the dialog's Call-ID and tags.
+            entry = self._dialogs.get((cancel.call_id, cancel.to_tag or ""))
+            if entry is not None:
+                with self._isolated(entry[0], now):
+                    self._cancel_reinvite(entry[0], invite_key, now)
         elif isinstance(event, AckReceived):
             entry = self._dialogs.get((event.request.call_id, event.request.to_tag or ""))
             if entry is not None:
@@ -1130,6 +1136,17 @@ class B2BUA:
         out = self.tx.request(new_key)
         assert out is not None
         call.pending = PendingReinvite(leg, far, key, new_key, cseq=out.cseq[0], from_cseq=req.cseq[0])
+
+    def _cancel_reinvite(self, call: Call, server_key: TransactionKey, now: float) -> None:
+        """The originator of a relayed re-INVITE cancelled it: CANCEL the relayed one (RFC 3261
+        §9: the far side answers it 487, which is mirrored back and ends the originator's
+        transaction). Once the far side has answered, the CANCEL changes nothing (§9.2)."""
+        pending = call.pending
+        if pending is None or pending.server_key != server_key or pending.client_key is None:
+            return
+        if pending.ok_response is None:
+            with contextlib.suppress(TransactionError):
+                self.tx.cancel(pending.client_key, now, [("Reason", 'SIP;cause=487;text="Request cancelled"')])
 
     def _relay_request(self, call: Call, leg: Leg, req: Request, key: TransactionKey, now: float) -> None:
         far = call.other(leg)
