@@ -295,7 +295,7 @@ class Peer:
             ],
             body,
         )
-        if body:
+        if body and req.get("Content-Type") is None:  # a test may give its own (multipart)
             req.add("Content-Type", "application/sdp")
         call.invite_req = req
         self.send(req)

@@ -11,6 +11,7 @@ import pytest
 from rtp_relay_ext import RelayEngine
 from sbc.media.anchor import anchor, describe
 from sbc.media.manager import CallMedia, MediaError, MediaManager
+from sbc.sip.multipart import find_sdp, parse_multipart
 from sbc.sip.sdp import SessionDescription
 
 OFFER = (
@@ -124,3 +125,29 @@ def test_out_of_file_descriptors_is_a_503(engine) -> None:  # type: ignore[no-un
             s.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert e.value.status == 503 and "sockets" in e.value.reason
+
+
+def test_sip_i_multipart_invite_has_its_sdp_anchored(engine) -> None:  # type: ignore[no-untyped-def]
+    """A SIP-I carrier sends SDP beside ISUP (multipart/mixed): the PBX gets the same two parts,
+    the ISUP octet-exact and the SDP pointing at the relay (no carrier media address leaks)."""
+    from tests.b2bua_harness import CARRIER, DID, PBX, Net
+
+    isup = b"\x01\x00\x49\x00\x00\x03\x02\x00\x07\x04\x10\x00\x33\x63\x21\x43\x00\x00\x03"
+    body = (
+        b"--sip-i\r\nContent-Type: application/sdp\r\n\r\n" + OFFER + b"\r\n"
+        b"--sip-i\r\nContent-Type: application/ISUP; version=itu-t92+\r\n"
+        b"Content-Disposition: signal; handling=optional\r\n\r\n" + isup + b"\r\n--sip-i--\r\n"
+    )
+    content_type = "multipart/mixed; boundary=sip-i"
+    net = Net(media=MediaManager(engine, "127.0.0.1"))
+    carrier, pbx = net.peer(CARRIER, "carrier"), net.peer(PBX, "pbx")
+    carrier.invite(DID, body=body, headers=[("Content-Type", content_type)])
+    carrier.take(100)
+    uas = pbx.take_invite()
+    assert uas.invite.get("Content-Type") == content_type
+    sdp_part, isup_part = parse_multipart(content_type, uas.invite.body)
+    assert isup_part.body == isup and isup_part.header("Content-Disposition") == "signal; handling=optional"
+    relayed = SessionDescription.parse(sdp_part.body)
+    assert b"203.0.113.10" not in uas.invite.body  # the carrier's media address
+    assert relayed.connection.address == "127.0.0.1"
+    assert find_sdp(content_type, uas.invite.body) == sdp_part.body

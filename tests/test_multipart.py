@@ -18,6 +18,7 @@ from sbc.sip.multipart import (
     find_sdp,
     parse_content_type,
     parse_multipart,
+    rewrite_sdp,
 )
 
 MPART01 = Path("/work/shared/sip-torture/rfc4475/mpart01.dat")
@@ -304,3 +305,40 @@ def test_arbitrary_bodies_parse_or_raise_sip_parse_error(body: bytes) -> None:
     except SIPParseError:
         return
     assert all(isinstance(part.body, bytes) for part in parts)
+
+
+def _sip_i(sdp: bytes) -> bytes:
+    return (
+        b"--b1\r\nContent-Type: application/sdp\r\n\r\n" + sdp + b"\r\n"
+        b"--b1\r\nContent-Type: application/ISUP; version=itu-t92+\r\n"
+        b"Content-Disposition: signal; handling=optional\r\n\r\n" + ISUP + b"\r\n--b1--\r\n"
+    )
+
+
+def test_rewrite_sdp_replaces_the_sdp_part_and_keeps_the_rest_octet_exact() -> None:
+    content_type = "multipart/mixed; boundary=b1"
+    out = rewrite_sdp(content_type, _sip_i(SDP), lambda sdp: b"v=0\r\nREWRITTEN\r\n")
+    sdp_part, isup_part = parse_multipart(content_type, out)
+    assert sdp_part.body == b"v=0\r\nREWRITTEN\r\n"
+    assert isup_part.body == ISUP and isup_part.header("Content-Disposition") == "signal; handling=optional"
+    # plain SDP, a body without SDP and multipart/signed are handled as they should be
+    assert rewrite_sdp("application/sdp", SDP, lambda sdp: b"X") == b"X"
+    no_sdp = b"--b1\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b1--\r\n"
+    assert rewrite_sdp(content_type, no_sdp, lambda sdp: b"X") is no_sdp
+    signed = "multipart/signed; boundary=b1; protocol=application/pkcs7-signature"
+    assert rewrite_sdp(signed, _sip_i(SDP), lambda sdp: b"X") == _sip_i(SDP)
+
+
+def test_rewrite_sdp_descends_nested_multiparts() -> None:
+    inner = _sip_i(SDP)
+    outer = (
+        b"--outer\r\nContent-Type: multipart/mixed; boundary=b1\r\n\r\n" + inner + b"\r\n"
+        b"--outer\r\nContent-Type: text/plain\r\n\r\nnote\r\n--outer--\r\n"
+    )
+    out = rewrite_sdp("multipart/related; boundary=outer", outer, lambda sdp: b"NEW")
+    assert find_sdp("multipart/related; boundary=outer", out) == b"NEW"
+
+
+def test_rewrite_sdp_refuses_a_malformed_body() -> None:
+    with pytest.raises(SIPParseError):
+        rewrite_sdp("multipart/mixed; boundary=b1", b"no delimiter at all", lambda sdp: sdp)

@@ -42,6 +42,7 @@ from ..sip.events import (
     TransactionTransportError,
 )
 from ..sip.message import Request, Response, make_response
+from ..sip.multipart import rewrite_sdp
 from ..sip.randomness import random_hex
 from ..sip.transaction import TransactionError
 from ..store.cdr import CdrAttempt, CdrRecord
@@ -483,7 +484,9 @@ class B2BUA:
                 gateway = f"{gw.host}:{gw.port}"
                 dest = self._destination(gw.host, gw.port, gw.transport.lower())
                 if dest is None:
-                    call.attempts.append((attempt.carrier, gateway, CODE_TRANSPORT_ERROR, "host name does not resolve"))
+                    call.attempts.append(
+                        (attempt.carrier, gateway, CODE_TRANSPORT_ERROR, "host name does not resolve")
+                    )
                     call.failover.record(CODE_TRANSPORT_ERROR, "host name does not resolve", now=now)
                     continue
                 # The Request-URI keeps the gateway's name: carriers route on their own domain.
@@ -548,7 +551,11 @@ class B2BUA:
             peer=dest,
             remote_target=uri,
         )
-        extra = [] if a_inv is None else [(n, v) for n, v in a_inv.headers if n in RELAYED_HEADERS and n != "Content-Type"]
+        extra = (
+            []
+            if a_inv is None
+            else [(n, v) for n, v in a_inv.headers if n in RELAYED_HEADERS and n != "Content-Type"]
+        )
         try:
             offer = self._origin_offer(call) if a_inv is None else self._anchor(call, "a", a_inv)
         except MediaError as e:
@@ -1146,7 +1153,9 @@ class B2BUA:
             return
         if pending.ok_response is None:
             with contextlib.suppress(TransactionError):
-                self.tx.cancel(pending.client_key, now, [("Reason", 'SIP;cause=487;text="Request cancelled"')])
+                self.tx.cancel(
+                    pending.client_key, now, [("Reason", 'SIP;cause=487;text="Request cancelled"')]
+                )
 
     def _relay_request(self, call: Call, leg: Leg, req: Request, key: TransactionKey, now: float) -> None:
         far = call.other(leg)
@@ -1302,14 +1311,26 @@ class B2BUA:
 
     def _anchor(self, call: Call, side: str, msg: Request | Response) -> bytes:
         """The body of ``msg`` (from ``side``: 'a' caller, 'b' callee) for the other side: SDP
-        rewritten to the relay when media is anchored, anything else unchanged.
+        rewritten to the relay when media is anchored, alone or as a part of a multipart body
+        (SIP-I), anything else unchanged.
         Raises MediaError when the SDP cannot be anchored."""
         body = msg.body
-        if self.media is None or not body or msg.content_type != "application/sdp":
+        ctype = msg.content_type
+        if self.media is None or not body or ctype is None:
+            return body
+        if ctype != "application/sdp" and not ctype.startswith("multipart/"):
             return body
         if call.media is None:
             call.media = CallMedia()
-        return self.media.rewrite(call.media, side, body, call)
+        media, manager = call.media, self.media
+        if ctype == "application/sdp":
+            return manager.rewrite(media, side, body, call)
+        try:  # SIP-I and the like: the SDP part is anchored, the others relayed as they are
+            return rewrite_sdp(
+                msg.get("Content-Type") or "", body, lambda sdp: manager.rewrite(media, side, sdp, call)
+            )
+        except SIPParseError as e:
+            raise MediaError(f"bad multipart body: {e.reason}", 400) from None
 
     def on_media_events(self, events: list, now: float) -> None:
         """Relay events: a media timeout ends its answered call (BYE both legs, CDR says
@@ -1619,9 +1640,7 @@ class B2BUA:
             metrics.LIMIT_REJECTIONS_BY_SCOPE[hit.kind].inc()
             raise OriginateError(503, f"{hit.kind} {hit.limit} limit reached")
         a = self._bridge_leg(e164, bridge_uri, bridge_dest)
-        call = Call(
-            id=random_hex(8), direction="outbound", a=a, caller=caller, callee=e164, setup_at=now
-        )
+        call = Call(id=random_hex(8), direction="outbound", a=a, caller=caller, callee=e164, setup_at=now)
         call.customer = customer
         call.origin = Origin(bridge_uri, bridge_dest, fallbacks=targets[1:])
         call.scopes = tuple(scopes)
@@ -1637,10 +1656,10 @@ class B2BUA:
         ``trunk:CUSTOMER/NAME`` (its targets by priority then weight, the callee's number as user;
         names not resolved yet are left out) or a ``sip:`` URI with an IP address."""
         if bridge_to.startswith("trunk:"):
-            owner, _, name = bridge_to[len("trunk:"):].partition("/")
+            owner, _, name = bridge_to[len("trunk:") :].partition("/")
             trunk = self.tables.numbers.trunk(owner, name)
             if trunk is None or (customer is not None and owner != customer):
-                raise OriginateError(404, f"no trunk {bridge_to[len('trunk:'):]!r}")
+                raise OriginateError(404, f"no trunk {bridge_to[len('trunk:') :]!r}")
             uris = [_inbound_request_uri(t.uri, e164) for t in build_inbound_plan(trunk, self.rng)]
             if not uris:
                 raise OriginateError(422, f"trunk {owner}/{name} has no targets")

@@ -15,6 +15,7 @@ Sans-I/O: pure functions over bytes, no sockets, no clock.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sbc.sip.errors import SIPParseError
@@ -314,3 +315,39 @@ def find_sdp(content_type: str, body: bytes) -> bytes | None:
     a multipart body on the way is malformed.
     """
     return _find_sdp_in(content_type, body, MAX_MULTIPART_DEPTH)
+
+
+def rewrite_sdp(content_type: str, body: bytes, rewrite: Callable[[bytes], bytes]) -> bytes:
+    """``body`` of ``content_type`` with every application/sdp in it replaced by ``rewrite(sdp)``.
+
+    For a media anchor behind an SBC: a SIP-I INVITE (SDP beside ISUP in multipart/mixed) must
+    have its SDP rewritten like a plain one, the other parts relayed octet-exact. Nested
+    multiparts are descended up to MAX_MULTIPART_DEPTH levels and rebuilt with their own
+    boundaries (the Content-Type values stay valid). multipart/signed is returned unchanged:
+    rewriting would break the signature. A body with no SDP comes back as it is. Raises
+    SIPParseError for a malformed multipart body or Content-Type.
+    """
+    return _rewrite_sdp_in(content_type, body, rewrite, MAX_MULTIPART_DEPTH)
+
+
+def _rewrite_sdp_in(content_type: str, body: bytes, rewrite: Callable[[bytes], bytes], depth: int) -> bytes:
+    media_type = parse_content_type(content_type)[0]
+    if media_type == SDP_TYPE:
+        return rewrite(body) if body else body
+    if not media_type.startswith("multipart/") or media_type == "multipart/signed" or depth == 0:
+        return body
+    _, boundary = _boundary_of(content_type)
+    parts = parse_multipart(content_type, body)
+    changed = False
+    for part in parts:
+        part_type = part.header("Content-Type") or part.header("c") or DEFAULT_PART_TYPE
+        new = _rewrite_sdp_in(part_type, part.body, rewrite, depth - 1)
+        if new is not part.body:
+            part.body = new
+            changed = True
+    if not changed:
+        return body
+    try:
+        return build_multipart(parts, boundary.decode("ascii"))
+    except ValueError as e:  # a rewritten part that happens to contain the boundary
+        raise SIPParseError(f"multipart body cannot be rebuilt: {e}") from None
