@@ -197,6 +197,12 @@ def test_reinvite_rejected_by_far_side_is_relayed() -> None:
     assert c.b.take_in_dialog("INVITE")
 
 
+def cancel_reinvite(peer, re_invite: Request) -> None:  # type: ignore[no-untyped-def]
+    """Send the CANCEL of an in-dialog re-INVITE (its Via, tags, Call-ID and CSeq number)."""
+    headers = [(n, re_invite.get(n)) for n in ("Via", "From", "To", "Call-ID")]
+    peer.send(Request("CANCEL", re_invite.uri, [*headers, ("CSeq", f"{re_invite.cseq[0]} CANCEL")]))
+
+
 def test_cancelled_reinvite_is_cancelled_on_the_far_side() -> None:
     """The caller CANCELs its re-INVITE: the relayed one is CANCELled once the callee has sent a
     provisional, the callee's 487 comes back as the caller's 487, and the call stays up."""
@@ -205,13 +211,7 @@ def test_cancelled_reinvite_is_cancelled_on_the_far_side() -> None:
     re_out = c.a.request("INVITE", body=CARRIER_SDP)
     re_inv = c.b.take_in_dialog("INVITE")
     c.b.respond(re_inv, 100)
-    cancel = Request(
-        "CANCEL",
-        re_out.uri,
-        [(n, re_out.get(n)) for n in ("Via", "From", "To", "Call-ID")]
-        + [("CSeq", f"{re_out.cseq[0]} CANCEL")],
-    )
-    c.caller.send(cancel)
+    cancel_reinvite(c.caller, re_out)
     assert c.caller.take(_cancel_ok).status == 200
     relayed = c.callee.take("CANCEL")
     assert relayed.branch == re_inv.branch and relayed.cseq == (re_inv.cseq[0], "CANCEL")
@@ -233,13 +233,7 @@ def test_cancel_after_the_reinvite_was_answered_changes_nothing() -> None:
     re_inv = c.b.take_in_dialog("INVITE")
     c.b.respond(re_inv, 200, body=PBX_SDP, headers=[("Contact", c.callee.contact())])
     assert c.caller.take(200)
-    cancel = Request(
-        "CANCEL",
-        re_out.uri,
-        [(n, re_out.get(n)) for n in ("Via", "From", "To", "Call-ID")]
-        + [("CSeq", f"{re_out.cseq[0]} CANCEL")],
-    )
-    c.caller.send(cancel)
+    cancel_reinvite(c.caller, re_out)
     assert c.caller.take(_cancel_ok).status == 200
     assert not [m for m in c.callee.inbox if isinstance(m, Request) and m.method == "CANCEL"]
 
