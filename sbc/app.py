@@ -346,8 +346,12 @@ class SbcApp:
             listener = self._udp_default
             if listener is not None:
                 listener.send(out.data, dest.host, dest.port)
-        elif dest.transport == "tcp" and self.tcp is not None and not self.tcp.send(out.data, dest):
-            asyncio.ensure_future(self._send_tcp_new(out))
+        elif dest.transport == "tcp" and self.tcp is not None:
+            if not self.tcp.send(out.data, dest):
+                asyncio.ensure_future(self._send_tcp_new(out))
+        else:
+            log.warning("no %s transport to send to %s:%s", dest.transport, dest.host, dest.port)
+            self._send_failed(out)
 
     async def _send_tcp_new(self, out: Outgoing) -> None:
         assert self.tcp is not None
@@ -355,6 +359,18 @@ class SbcApp:
             await self.tcp.send_to(out.data, out.dest.host, out.dest.port)
         except OSError as e:
             log.info("tcp send to %s:%s failed: %s", out.dest.host, out.dest.port, e)
+            self._send_failed(out)
+
+    def _send_failed(self, out: Outgoing) -> None:
+        """Tell the core a request could not be sent (from the next loop turn: this may run inside
+        :meth:`flush`), so the transaction fails with a transport error at once."""
+        if out.key is not None and self.core is not None and self.loop is not None and not self.stopping:
+            self.loop.call_soon(self._report_transport_error, out.key)
+
+    def _report_transport_error(self, key: object) -> None:
+        assert self.core is not None and self.loop is not None
+        self.core.transport_error(key, self.loop.time())
+        self.flush()
 
     async def stop(self) -> None:
         """Close listeners and connections, write the CDRs still queued, close the store."""

@@ -303,6 +303,12 @@ class SipCore:
         ]
         return min(times) if times else None
 
+    def transport_error(self, key: object, now: float) -> None:
+        """The I/O layer could not send the first request of client transaction ``key``: the
+        transaction ends with a transport error, which its owner hears of (the B2BUA fails over)."""
+        for event in self.transactions.transport_error(key, now):  # type: ignore[arg-type]
+            self._dispatch(event, now)
+
     def handle_timer(self, now: float) -> None:
         """Run due timers: the transaction layer's, then its owners'."""
         for event in self.transactions.handle_timer(now):

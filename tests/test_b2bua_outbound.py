@@ -454,3 +454,22 @@ def test_topology_hiding_pbx_to_carrier() -> None:
     for sent in net.sent_to(PBX):
         for mark in (b"127.0.0.4", b"GatewayOS", b"trunk-7", uas.call_id.encode(), uas.local_tag.encode()):
             assert mark not in sent.data, (mark, sent.data.decode())
+
+
+def test_outbound_fails_over_at_once_when_the_gateway_cannot_be_reached() -> None:
+    """The I/O layer reports that the INVITE could not be sent (TCP refused, no such transport):
+    the next carrier is tried at once, not after the no-response timeout."""
+    net = Net()
+    pbx = net.peer(PBX, "pbx")
+    gw_b = net.peer(GW_B, "gwb")
+    pbx.invite("12125551234", body=PBX_SDP)
+    pbx.take(100)
+    net.peer(GW_A, "gwa").take_invite()
+    [call] = net.b2bua.calls.values()
+    net.core.transport_error(call.b.invite_key, net.now)
+    net.flush()
+    b = gw_b.take_invite()  # no time has passed
+    b.answer(GW_SDP)
+    assert pbx.take(200)
+    assert call.attempts[0][0] == "A" and call.attempts[0][2] == 503
+    net.core.transport_error(("C", "z9hG4bKunknown", "INVITE"), net.now)  # a stale key: nothing happens

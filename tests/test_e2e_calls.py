@@ -19,7 +19,7 @@ import pytest
 from sbc.store import Store
 from tests.dns_server import DnsServer
 from tests.sbcproc import REPO, SbcProcess, start_sbc
-from tests.sipp import SIPP, LoggedMessage, run_sipp, start_sipp, start_uas, topology_leaks
+from tests.sipp import SIPP, LoggedMessage, free_port, run_sipp, start_sipp, start_uas, topology_leaks
 
 pytestmark = [
     pytest.mark.sipp,
@@ -347,6 +347,32 @@ def test_failover_when_a_gateway_never_answers(tmp_path) -> None:
     [row] = rows
     assert [a.code for a in row.attempts][-1] == 200 and len(row.attempts) == 2
     assert row.attempts[0].code in (408, 0)
+
+
+def test_failover_at_once_when_a_tcp_gateway_refuses_the_connection(tmp_path) -> None:
+    """Gateway 1 is TCP on a port where nothing listens: the refused connection fails the attempt
+    at once (RFC 3261 §17.1.4), well before the 5 s no-response timeout, and gateway 2 answers."""
+    closed = free_port(GW1)
+    with start_uas("uas_answer", GW2, calls=1, workdir=tmp_path / "gw2") as gw2:
+        yaml_text = provision([(GW1, closed), (GW2, gw2.local_port)], 5999).replace(
+            f"{{host: {GW1}, port: {closed}, transport: udp", f"{{host: {GW1}, port: {closed}, transport: tcp", 1
+        )
+        assert "transport: tcp" in yaml_text
+        sbc = start_provisioned(tmp_path, yaml_text, env={"SBC_NO_RESPONSE_TIMEOUT": "5.0"})
+        try:
+            started = time.monotonic()
+            uac = run_sipp("uac_call", sbc_target(sbc), local_ip=PBX, service=CALLEE_OUT, hold_ms=100,
+                           workdir=tmp_path)  # fmt: skip
+            elapsed = time.monotonic() - started
+            gw2_result = gw2.wait(10)
+        finally:
+            rows = stop_and_read(sbc, tmp_path)
+    assert uac.returncode == 0, uac.explain()
+    assert gw2_result.returncode == 0, gw2_result.explain()
+    assert elapsed < 3.0, elapsed
+    [row] = rows
+    assert [a.code for a in row.attempts] == [503, 200]
+    assert row.attempts[0].gateway.startswith(GW1) and row.gateway.startswith(GW2)
 
 
 def test_no_failover_after_486(tmp_path) -> None:

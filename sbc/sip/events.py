@@ -46,10 +46,15 @@ class Address:
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """Bytes the I/O layer must send to ``dest`` now (first sends and retransmissions alike)."""
+    """Bytes the I/O layer must send to ``dest`` now (first sends and retransmissions alike).
+
+    ``key`` names the client transaction of a request's first send: when the I/O layer cannot
+    send it (TCP connection refused, a transport it does not have) it reports that key back
+    (RFC 3261 §17.1.4), so the call fails over at once instead of waiting for a timeout."""
 
     data: bytes
     dest: Address
+    key: object = None
 
 
 @dataclass(frozen=True, slots=True)

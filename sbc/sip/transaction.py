@@ -527,7 +527,7 @@ class TransactionLayer:
         tx.wire = request.to_bytes()
         self._clients[key] = tx
         self.stats.client_transactions += 1
-        self._outgoing.append(Outgoing(tx.wire, dest))
+        self._outgoing.append(Outgoing(tx.wire, dest, key))
         for timer in INITIAL[kind][1]:
             self._start_timer(tx, timer, now, None)
 
