@@ -305,13 +305,12 @@ SBC_NOFILE = 131072
 
 
 def _raise_fd_limit() -> None:
-    """In the SBC's child process before exec: RLIMIT_NOFILE up to SBC_NOFILE (raising the hard
-    limit needs root; otherwise the soft limit goes as high as the hard one allows)."""
+    """In the SBC's child process before exec: RLIMIT_NOFILE up to SBC_NOFILE where allowed
+    (raising the hard limit needs root or CAP_SYS_RESOURCE). Otherwise nothing: the relay engine
+    raises its soft limit to the hard one itself when it starts."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    try:
+    with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, SBC_NOFILE), max(hard, SBC_NOFILE)))
-    except (ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 class MetricsScraper:

@@ -198,16 +198,10 @@ class Settings(BaseSettings):
     overload_lag_ms: float = Field(100.0, gt=0, description="Event loop lag that counts as overload")
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
-    @field_validator("sip_listen", mode="before")
+    @field_validator("sip_listen", "dns_servers", "auth_algorithms", mode="before")
     @classmethod
-    def _split_listen(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            return [p for p in v.replace(",", " ").split() if p]
-        return v
-
-    @field_validator("dns_servers", mode="before")
-    @classmethod
-    def _split_dns(cls, v: Any) -> Any:
+    def _split_list(cls, v: Any) -> Any:
+        """A list setting given as one string (env, flag): items separated by spaces or commas."""
         if isinstance(v, str):
             return [p for p in v.replace(",", " ").split() if p]
         return v
@@ -217,13 +211,6 @@ class Settings(BaseSettings):
     def _check_dns(cls, v: list[str]) -> list[str]:
         for item in v:
             parse_nameserver(item)
-        return v
-
-    @field_validator("auth_algorithms", mode="before")
-    @classmethod
-    def _split_algorithms(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            return [p for p in v.replace(",", " ").split() if p]
         return v
 
     @field_validator("auth_algorithms")

@@ -307,7 +307,8 @@ class OverloadMonitor:
     Every ``interval_s`` a callback is scheduled with ``loop.call_at`` for an expected time; how late it
     runs (by ``loop.time()``) is the lag sample. Every ``cpu_interval_s`` it also reads
     ``process.cpu_percent()`` (default: this process) divided by the CPU count, i.e. percent of the
-    machine, or the loop thread's share of one core when that is higher. ``now`` given to the guard is ``loop.time()``, so callers of ``admit_new_call`` use the same.
+    machine, or the loop thread's share of one core when that is higher. ``now`` given to the guard
+    is ``loop.time()``, so callers of ``admit_new_call`` use the same.
     """
 
     def __init__(

@@ -108,8 +108,10 @@ class MediaManager:
 
     def restart_idle(self, media: CallMedia) -> None:
         """Start the call's media-timeout clock afresh (it was answered)."""
+        if media.freed:
+            return
         for sid in media.sessions:
-            if sid is not None and not media.freed:
+            if sid is not None:
                 try:
                     self.engine.restart_idle(sid)
                 except RelayError:

@@ -62,17 +62,18 @@ class BodyPart:
         return None
 
     @property
+    def content_type_value(self) -> str:
+        """The part's whole Content-Type value, parameters included ('text/plain' if absent or
+        empty); ``c`` is the SIP compact form (RFC 3261 §20.15)."""
+        return self.header("Content-Type") or self.header("c") or DEFAULT_PART_TYPE
+
+    @property
     def content_type(self) -> str:
         """The part's media type, lower-cased, without parameters ('text/plain' if absent).
 
         Raises SIPParseError if the Content-Type header is malformed.
         """
-        value = self.header("Content-Type")
-        if value is None:
-            value = self.header("c")  # SIP compact form (RFC 3261 §20.15)
-        if value is None:
-            return DEFAULT_PART_TYPE
-        return parse_content_type(value)[0]
+        return parse_content_type(self.content_type_value)[0]
 
 
 def parse_content_type(value: str) -> tuple[str, dict[str, str]]:
@@ -297,8 +298,7 @@ def _find_sdp_in(content_type: str, body: bytes, depth: int) -> bytes | None:
         # RFC 2046 §5.1.4: alternatives come in increasing faithfulness; take the last we understand.
         parts = parts[::-1]
     for part in parts:
-        part_type = part.header("Content-Type") or part.header("c") or DEFAULT_PART_TYPE
-        found = _find_sdp_in(part_type, part.body, depth - 1)
+        found = _find_sdp_in(part.content_type_value, part.body, depth - 1)
         if found is not None:
             return found
     return None
@@ -340,8 +340,7 @@ def _rewrite_sdp_in(content_type: str, body: bytes, rewrite: Callable[[bytes], b
     parts = parse_multipart(content_type, body)
     changed = False
     for part in parts:
-        part_type = part.header("Content-Type") or part.header("c") or DEFAULT_PART_TYPE
-        new = _rewrite_sdp_in(part_type, part.body, rewrite, depth - 1)
+        new = _rewrite_sdp_in(part.content_type_value, part.body, rewrite, depth - 1)
         if new is not part.body:
             part.body = new
             changed = True
