@@ -1,6 +1,7 @@
 """Builds the native extension modules; everything else is declared in pyproject.toml.
 
 sbc.sip._speedups      C-speed SIP header splitting (pure-Python fallback in sbc.sip.message)
+sbc.transport._udpio   recvmmsg/sendmmsg for SIP over UDP, with kernel receive timestamps
 rtp_relay_ext._relay   the RTP relay engine (C threads + Cython control surface)
 loadtest.rtp_load._gen the RTP load generator's native sender/receiver
 """
@@ -48,6 +49,8 @@ RELAY_URING = have_liburing()
 extensions = [
     # The SIP header splitter: the parse benchmark's profile hot spot (see sbc/sip/_speedups.pyx).
     Extension("sbc.sip._speedups", ["sbc/sip/_speedups.pyx"], extra_compile_args=["-O2"]),
+    # Batched SIP datagram I/O with kernel receive timestamps (see sbc/transport/_udpio.pyx).
+    Extension("sbc.transport._udpio", ["sbc/transport/_udpio.pyx"], extra_compile_args=["-O2"]),
     Extension(
         "rtp_relay_ext._relay",
         [

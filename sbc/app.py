@@ -94,6 +94,7 @@ class SbcApp:
             local_hosts=self.local_hosts(),
             timers=TimerConfig(t1=s.t1, t2=s.t2, t4=s.t4),
             user_agent=s.user_agent,
+            admission=self.overload if s.overload_protection else None,
         )
         self.tcp = TcpTransport(
             self.on_message,
@@ -122,7 +123,6 @@ class SbcApp:
             authenticator=WallClockAuthenticator(
                 DigestAuthenticator(secret, s.realm, algorithms=tuple(s.auth_algorithms)), wall_offset
             ),
-            admit=self.overload.admit_new_call if s.overload_protection else None,
             media=media,
             resolve=self.dns.lookup,
         )
@@ -136,7 +136,7 @@ class SbcApp:
         await self.reload(force=True)
         for spec in s.listeners:
             if spec.transport == "udp":
-                listener = await start_udp(spec, self.on_message)
+                listener = await start_udp(spec, self.receive, self.flush)
                 self.udp[listener.local] = listener
                 self._udp_default = self._udp_default or listener
             elif spec.transport == "tcp":
@@ -151,7 +151,7 @@ class SbcApp:
             await self.api_server.start(s.api_listen)
         # Sampled even without protection (loop lag and CPU are metrics), and only from here: building
         # the API blocks the loop for most of a second, which would start the SBC in overload.
-        self._monitor = OverloadMonitor(self.overload)
+        self._monitor = OverloadMonitor(self.overload, queue_delay=self._take_queue_delay)
         self._monitor.start()
         self._tasks = [
             asyncio.create_task(self._write_cdrs()),
@@ -305,10 +305,19 @@ class SbcApp:
     # -- the loop's side of the sans-I/O core -------------------------------------------------
 
     def on_message(self, data: bytes, source: Address) -> None:
-        """A transport delivered one message."""
+        """A transport delivered one message: hand it to the core and send what it produced."""
+        self.receive(data, source)
+        self.flush()
+
+    def receive(self, data: bytes, source: Address) -> None:
+        """Hand one message to the core without flushing: a UDP batch flushes once at its end."""
         assert self.core is not None and self.loop is not None
         self.core.receive(data, source, self.loop.time())
-        self.flush()
+
+    def _take_queue_delay(self) -> float:
+        """The longest any SIP datagram waited in a UDP socket's kernel queue since the last call:
+        the backlog the event loop's own lag cannot see (the overload monitor reads it every tick)."""
+        return max((listener.take_queue_delay() for listener in self.udp.values()), default=0.0)
 
     def on_framing_error(self, err: FramingError, source: Address) -> None:
         """A stream lost framing: answer the request whose head we could read, then it closes."""
@@ -387,8 +396,7 @@ class SbcApp:
         if self.api_server is not None:
             await self.api_server.stop()
         for listener in self.udp.values():
-            if listener.transport is not None:
-                listener.transport.close()
+            listener.close()
         if self.tcp is not None:
             await self.tcp.close()
         if self.cluster is not None:

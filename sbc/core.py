@@ -9,10 +9,12 @@ a fake clock.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from . import metrics
 from .sip.checks import UasPolicy, check_request, response_destination, stamp_via
@@ -55,6 +57,18 @@ class CoreStats:
 
 InviteHandler = Callable[["SipCore", Request, object, float], None]
 
+# Per-process key of the To tags of stateless overload refusals (see SipCore._shed).
+_SHED_TAG_KEY = os.urandom(16)
+
+
+class AdmissionControl(Protocol):
+    """What the core asks before a new call starts (:class:`sbc.overload.OverloadGuard`)."""
+
+    def admit_new_call(self, now: float) -> bool: ...
+
+    @property
+    def retry_after_s(self) -> int: ...
+
 
 class SipCore:
     """Message handling for one SBC process.
@@ -62,7 +76,9 @@ class SipCore:
     ``local_hosts`` are the names/addresses that mean "this SBC" in a Request-URI (OPTIONS to
     one of them is answered here rather than routed). ``on_invite`` receives new INVITEs
     (``core, request, server transaction key, now``); without one they get 404 ... the
-    B2BUA installs itself there. Outbound bytes accumulate until :meth:`pop_outgoing`.
+    B2BUA installs itself there. ``admission`` (the overload guard), when given, is asked
+    before any work is spent on a new INVITE; a refused one gets a stateless 503.
+    Outbound bytes accumulate until :meth:`pop_outgoing`.
     """
 
     def __init__(
@@ -75,6 +91,7 @@ class SipCore:
         on_invite: InviteHandler | None = None,
         realm: str = "sbc",
         force_rport: bool = True,
+        admission: AdmissionControl | None = None,
     ) -> None:
         self.local_hosts = {h.lower() for h in local_hosts}
         self.transactions = TransactionLayer(timers or TimerConfig())
@@ -83,6 +100,7 @@ class SipCore:
         self.on_invite = on_invite
         self.realm = realm
         self.force_rport = force_rport
+        self.admission = admission
         self.stats = CoreStats()
         self._stateless: list[Outgoing] = []
         self.on_response: Callable[[object, float], None] | None = None
@@ -106,6 +124,8 @@ class SipCore:
             self._receive_response(msg, source, now)
             return
         metrics.MESSAGES_RECEIVED[source.transport, "request"].inc()
+        if self.admission is not None and msg.method == "INVITE" and self._shed(msg, source, now):
+            return
         try:
             msg.validate()
             stamp_via(msg, source.host, source.port, force_rport=self.force_rport and not source.reliable)
@@ -235,6 +255,39 @@ class SipCore:
         nonce = os.urandom(12).hex()
         challenge = f'Digest realm="{self.realm}", nonce="{nonce}", algorithm=MD5, qop="auth"'
         return make_response(req, 401, to_tag=to_tag, headers=[("WWW-Authenticate", challenge)])
+
+    # -- overload ---------------------------------------------------------------------------------
+
+    def _shed(self, req: Request, source: Address, now: float) -> bool:
+        """Refuse a new INVITE the overload guard does not admit, before any work is spent on it:
+        no validation, no transaction, no 100 Trying, one stateless 503 with Retry-After. Under
+        overload every microsecond spent on a call that will be refused is taken from the calls
+        in progress (a stateful refusal cost a transaction, two responses and retransmission
+        timers). Returns False (the normal path takes over) for a retransmission of an admitted
+        INVITE, an in-dialog re-INVITE, or a request too broken to answer this way.
+
+        The To tag is a keyed hash of the request's identity, so a retransmitted INVITE gets
+        the same response (RFC 3261 §8.2.6.2 asks a stateless UAS for a stable tag); its ACK
+        matches no transaction and is dropped like any ACK for a dialog we do not have.
+        """
+        assert self.admission is not None
+        try:
+            if req.to_tag is not None or req.cseq[1] != "INVITE" or self.transactions.has_server(req):
+                return False
+            if self.admission.admit_new_call(now):
+                return False
+            ident = f"{req.call_id}|{req.from_tag}|{req.branch}".encode()
+            tag = hashlib.blake2s(ident, digest_size=6, key=_SHED_TAG_KEY).hexdigest()
+            resp = make_response(
+                req, 503, to_tag=tag, headers=[("Retry-After", str(self.admission.retry_after_s))]
+            )
+            data = resp.to_bytes()
+        except SIPParseError:
+            return False  # validation answers it precisely
+        metrics.LIMIT_REJECTIONS_BY_SCOPE["overload"].inc()
+        metrics.RESPONSES_SENT[503].inc()
+        self._stateless.append(Outgoing(data, self._reply_address(resp, source)))
+        return True
 
     # -- errors before a transaction exists ---------------------------------------------------
 

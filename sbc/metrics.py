@@ -38,6 +38,7 @@ sbc_limit_rejections_total                  scope (customer/trunk/carrier/overlo
 sbc_auth_failures_total                     reason                                      digest authentications that failed
 sbc_dtmf_events_total                       from_side                                   RFC 4733 digits seen by the relay
 sbc_event_loop_lag_seconds                  - (histogram)                               how late a 100 ms loop tick ran
+sbc_sip_queue_delay_seconds                 - (histogram)                               largest SIP receive-queue delay per tick
 *finished calls (from CDRs)*
 sbc_carrier_calls_total                     direction, carrier, disposition             calls by carrier: ASR = answered / all
 sbc_trunk_calls_total                       direction, customer, trunk, disposition     calls by customer trunk: ASR likewise
@@ -62,8 +63,8 @@ sbc_rtp_relay_sessions                      -                                   
 sbc_rtp_relay_ports                         state (free/total)                          relay port pool
 sbc_rtp_relay_events_dropped_total          -                                           relay events lost (queue full)
 sbc_overloaded                              -                                           1 while shedding new calls
-sbc_overload_severity                       -                                           0..1, how far past the clear level
-sbc_event_loop_lag_ewma_seconds             -                                           the overload guard's smoothed lag
+sbc_overload_severity                       -                                           0..1, share of new calls being shed
+sbc_event_loop_lag_ewma_seconds             -                                           smoothed delay (loop lag or SIP queueing)
 sbc_overload_episodes_total                 -                                           overload episodes entered
 sbc_overload_shed_total                     -                                           new calls refused by overload
 sbc_thread_cpu_seconds_total                thread (loop/relay/other)                   CPU time by thread role (psutil)
@@ -119,7 +120,8 @@ JITTER_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2)
 LOSS_BUCKETS = (0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 #: MOS: the E-model's bands (4.3+ very satisfied, 4.0 satisfied, 3.6 some, 3.1 many dissatisfied).
 MOS_BUCKETS = (1.0, 2.0, 2.6, 3.1, 3.6, 4.0, 4.3, 4.5)
-#: Loop lag: sampled every 100 ms; the overload guard acts from 100 ms, SIP T1 is 500 ms.
+#: Loop lag and SIP queueing delay: sampled every 100 ms; the overload guard acts from 100 ms, SIP T1 is
+#: 500 ms.
 LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 # -- 1. hot path ---------------------------------------------------------------------------------
@@ -154,6 +156,11 @@ DTMF_EVENTS = Counter("sbc_dtmf_events_total", "RFC 4733 digits seen by the rela
 EVENT_LOOP_LAG = Histogram(
     "sbc_event_loop_lag_seconds",
     "How late the overload monitor's 100 ms loop tick ran",
+    buckets=LOOP_LAG_BUCKETS,
+)
+SIP_QUEUE_DELAY = Histogram(
+    "sbc_sip_queue_delay_seconds",
+    "Largest kernel queueing delay of a SIP datagram per 100 ms tick",
     buckets=LOOP_LAG_BUCKETS,
 )
 
@@ -533,9 +540,13 @@ class LiveCollector(Collector):
         yield GaugeMetricFamily(
             "sbc_overloaded", "1 while new calls are being shed", value=float(s.overloaded)
         )
-        yield GaugeMetricFamily("sbc_overload_severity", "0..1 past the clear level", value=s.severity)
         yield GaugeMetricFamily(
-            "sbc_event_loop_lag_ewma_seconds", "Smoothed event loop lag the guard acts on", value=s.lag_ewma_s
+            "sbc_overload_severity", "Shed fraction as a share of its maximum (0..1)", value=s.severity
+        )
+        yield GaugeMetricFamily(
+            "sbc_event_loop_lag_ewma_seconds",
+            "Smoothed per-tick delay of the overload guard (loop lag or SIP queueing delay, the larger)",
+            value=s.lag_ewma_s,
         )
         yield CounterMetricFamily("sbc_overload_episodes", "Overload episodes entered", value=s.episodes)
         yield CounterMetricFamily("sbc_overload_shed", "New calls refused by overload", value=s.shed)

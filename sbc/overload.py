@@ -1,24 +1,39 @@
 """Overload protection: shed new INVITEs with 503 + Retry-After while calls in progress keep working.
 
-Two signals say the process cannot keep up:
+Three signals say the process cannot keep up:
 
 * **event loop lag**: how late a callback scheduled for time T actually runs. Every SIP message, timer and
   API request of this process goes through the one loop, so lag is the direct measure of "falling
   behind"; once it approaches SIP's T1 (500 ms) peers start retransmitting and the load feeds on itself.
+* **SIP queueing delay**: how long a SIP datagram waited in the kernel's socket buffer before the loop
+  read it (the UDP transport's receive timestamp). Loop lag misses this queue: a loop busy with one
+  datagram after another runs its timers nearly on time while the socket buffer behind it grows, and
+  every datagram in it arrives late. Per 100 ms tick the controller acts on the larger of the two.
 * **CPU**: the process's CPU as a percentage of the machine. The RTP relay threads run outside the loop,
-  so a machine saturated by media shows here before (or without) the loop lagging.
+  so a machine saturated by media shows here before (or without) the loop lagging. (A saturated loop
+  thread is not a signal of its own: its share of one core reached 95 % at 500-600 calls/s while the
+  SBC still kept up, and shed calls it could have carried; the queueing delay sees that loop directly.)
 
 :class:`OverloadGuard` is the pure decision (samples and time in, verdicts out, a fake clock in tests);
 :class:`OverloadMonitor` is the thin asyncio sampler that feeds it. Only new calls consult the guard
 (:meth:`OverloadGuard.admit_new_call` on an initial INVITE): in-dialog requests (ACK, BYE, re-INVITE,
 UPDATE) and media never do, because dropping them would break calls already paid for while saving little.
 
-Shedding is proportional, not all-or-nothing: a fraction of new calls that grows with the severity is
-refused. Refusing every call empties the process, the guard clears, and every refused caller retries at
-once — an on/off oscillation (RFC 6357 §5) — whereas a loss fraction settles near capacity and keeps
-admitting useful work (the loss-based control of RFC 7339). A 503 with Retry-After also makes an RFC 3263
-proxy avoid this server for that long for *all* requests (RFC 3261 §21.5.4), so Retry-After stays short
-and bounded: carriers should fail over for a moment, not drop us from rotation.
+Shedding is a fraction, not all-or-nothing: a share ``p`` of new calls is refused. Refusing every call
+empties the process, the guard clears, and every refused caller retries at once — an on/off oscillation
+(RFC 6357 §5) — whereas a loss fraction settles near capacity and keeps admitting useful work (the
+loss-based control of RFC 7339). ``p`` is the state of an integral controller (AIMD-like: additive
+increase in proportion to how far the delay is past the target, a slow constant decrease once it is well
+below): each tick it moves by the delay error and then stays where it is. A proportional controller
+(shed fraction computed from the current delay) cannot hold the target: the fraction that must be shed
+grows with the offered load (about half at twice the capacity), so it needs an ever larger delay to shed
+more, and at twice the capacity only sheds enough once the queue is already near T1. The integral one
+keeps raising ``p`` as long as the delay is past the target, whatever ``p`` that takes, and then holds
+it: in steady state the delay sits near the target and ``p`` at the share the load requires.
+
+A 503 with Retry-After also makes an RFC 3263 proxy avoid this server for that long for *all* requests
+(RFC 3261 §21.5.4), so Retry-After stays short and bounded: carriers should fail over for a moment, not
+drop us from rotation.
 """
 
 from __future__ import annotations
@@ -27,7 +42,7 @@ import asyncio
 import logging
 import math
 import random
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -38,59 +53,77 @@ from . import metrics
 log = logging.getLogger(__name__)
 
 LAG_THRESHOLD_S = 0.1
-"""Enter overload when the smoothed loop lag exceeds this. 100 ms is where Kamailio's and Asterisk's
-scheduler/taskprocessor alarms typically sit, a fifth of SIP T1 (RFC 3261 §17.1.1.1, 500 ms): late
-enough that ordinary GC pauses do not trip it, early enough to act before peers retransmit."""
+"""The controller's target: ``p`` rises while the per-tick delay (loop lag or SIP queueing delay,
+whichever is larger) exceeds this. 100 ms is where Kamailio's and Asterisk's scheduler/taskprocessor
+alarms typically sit, a fifth of SIP T1 (RFC 3261 §17.1.1.1, 500 ms): far enough below T1 that a
+request held this long is answered before its peer retransmits, high enough that a loop doing ordinary
+work (and a 30 ms GC pause) never reaches it."""
 
-LAG_CLEAR_S = 0.05
-"""Leave overload only when the smoothed lag is below this: half the entry threshold, the hysteresis
-band that keeps a process hovering at the threshold from flapping."""
+LAG_CLEAR_RATIO = 0.5
+"""``p`` falls only while the delay is below this share of the target (50 ms by default); between that
+and the target it stays as it is. The dead band is where the controller rests: at a delay just under
+the target the shedding in force is about right, and lowering it would only bring the delay back."""
 
-LAG_SEVERE_S = 1.0
-"""Smoothed lag at which severity reaches 1 (maximum shedding): two T1s, where every outstanding
-transaction is retransmitting and each admitted call costs several times its normal work."""
+INCREASE_GAIN = 0.05
+"""Added to ``p`` per tick for each multiple of the target the delay reaches: at 200 ms +0.10 a tick
+(1.0 a second), at 500 ms (T1) or more +0.25 a tick. One 300 ms GC pause alone adds 0.15, which
+:data:`DECREASE_STEP` takes away within 0.8 s; a load twice the capacity reaches the half it needs
+within about half a second, before the queue reaches T1."""
+
+MAX_DELAY_RATIO = 5.0
+"""The delay counts for at most this many targets per tick (500 ms by default, SIP T1): past T1 every
+transaction retransmits anyway, and one huge stall (a VM paused, a debugger) raises ``p`` by at most
+``INCREASE_GAIN * MAX_DELAY_RATIO`` = 0.25 instead of refusing everything for seconds after the loop has
+recovered."""
+
+DECREASE_STEP = 0.02
+"""Taken from ``p`` per tick while the delay is below the clear level: 0.2 a second, so full shedding
+takes 5 s to release. The decrease is slow and the increase fast (AIMD): re-admitting too quickly
+rebuilds the backlog that shedding just drained, and callers refused a moment ago are retrying. It
+replaces the hold time of the former on/off guard."""
 
 LAG_SAMPLE_CAP_S = 10.0
-"""A single lag sample is capped here, so one huge stall (a VM paused, a debugger) raises the average to
-severe without keeping it there for minutes after the loop has recovered."""
+"""A single delay sample is capped here, so one huge stall does not leave the smoothed delay exported
+as a metric (``lag_ewma_s``) far off for minutes after the loop has recovered."""
 
 LAG_EWMA_ALPHA = 0.2
-"""Weight of each new lag sample in the moving average. At the 100 ms sampling interval the time constant
-is about half a second: one 300 ms GC pause alone lifts the average to 60 ms (no overload), a stall that
-lasts a few samples crosses the threshold."""
+"""Weight of each tick's delay in the smoothed delay exported as a metric (``lag_ewma_s``); at 100 ms
+ticks the time constant is about half a second. The controller itself acts on every tick's delay: its
+integral is the smoothing."""
 
 CPU_THRESHOLD_PCT = 95.0
-"""Enter overload when process CPU (percent of the machine) stays above this: at 95 % the scheduler has no
+"""CPU (percent of the machine) above which the process counts as saturated: at 95 % the scheduler has no
 slack left and the loop's latency is at the mercy of the relay threads."""
 
 CPU_CLEAR_PCT = 85.0
-"""Leave overload only when CPU is below this: a 10-point hysteresis band."""
+"""While CPU is at or above this, ``p`` does not fall, whatever the delay: a 10-point band, so shedding
+started by CPU is not released the moment the delay looks fine."""
 
 CPU_SAMPLES_TO_ENTER = 3
-"""Consecutive high CPU samples (one per second) needed to enter: a single busy second, such as a
-provisioning reload or a burst of registrations, is not overload."""
+"""Consecutive CPU samples (one per second) above :data:`CPU_THRESHOLD_PCT` before CPU pushes ``p`` up:
+a single busy second, such as a provisioning reload or a burst of registrations, is not overload."""
 
-HOLD_S = 5.0
-"""Both signals must stay below their clear levels this long before overload ends, so the guard does not
-release the moment shedding takes effect; comparable to the shortest Retry-After we send."""
-
-MIN_SHED_FRACTION = 0.2
-"""Share of new calls refused just after entering overload (severity 0), and during the hold period."""
+CPU_DELAY_RATIO = 1.5
+"""While CPU is saturated, each tick's delay counts as at least this many targets (150 ms by default):
+``p`` rises by 0.075 a tick until CPU falls below the threshold, as for a moderate delay."""
 
 MAX_SHED_FRACTION = 1.0
-"""Share refused at severity 1: with the loop a second late, each further call only worsens every call."""
+"""Upper bound of ``p``. Refusing costs work too (parsing the INVITE, a 503 and its ACK: about a tenth of
+a call), so at several times the capacity only refusing nearly every new call keeps the delay bounded;
+because ``p`` is released gradually this does not become the on/off pattern of RFC 6357 §5."""
 
 RETRY_AFTER_MIN_S = 2
-"""Retry-After at severity 0: a caller retrying sooner would land in the same overloaded moment."""
+"""Retry-After when shedding starts: a caller retrying sooner would land in the same overloaded moment."""
 
 RETRY_AFTER_MAX_S = 30
-"""Retry-After ceiling. Proxies treat a 503 with Retry-After as the whole server being unavailable for
-that long (RFC 3261 §21.5.4, RFC 3263 §4.3): beyond half a minute we would be taken out of a carrier's
-rotation for longer than any overload we expect to last."""
+"""Retry-After at the maximum shed fraction. Proxies treat a 503 with Retry-After as the whole server
+being unavailable for that long (RFC 3261 §21.5.4, RFC 3263 §4.3): beyond half a minute we would be
+taken out of a carrier's rotation for longer than any overload we expect to last."""
 
 LOOP_SAMPLE_INTERVAL_S = 0.1
-"""How often the monitor measures loop lag: ten wake-ups a second cost nothing measurable and resolve
-stalls at the scale that matters for T1."""
+"""How often the monitor measures loop lag and runs a control step: ten wake-ups a second cost nothing
+measurable and resolve stalls at the scale that matters for T1. The gains above are per tick of this
+length."""
 
 CPU_SAMPLE_INTERVAL_S = 1.0
 """How often the monitor reads process CPU: psutil's percentage is over the interval since the last call,
@@ -101,8 +134,11 @@ and below a second it is dominated by scheduler tick granularity."""
 class OverloadState:
     """A snapshot of the guard for metrics and logs.
 
-    ``reason`` is ``"lag"``, ``"cpu"`` or ``"lag+cpu"`` (what tripped it) while overloaded, else None;
-    ``since`` is when the current episode began; ``episodes``, ``admitted`` and ``shed`` are totals.
+    ``reason`` is ``"lag"``, ``"cpu"`` or ``"lag+cpu"`` (what last pushed the shed fraction up; "lag"
+    covers the SIP queueing delay too) while overloaded, else None; ``since`` is when the current
+    episode began. ``lag_ewma_s`` is the smoothed per-tick delay (the larger of loop lag and queueing
+    delay), ``lag_last_s`` the last loop-lag sample, ``queue_delay_s`` the last tick's largest SIP
+    queueing delay. ``episodes``, ``admitted`` and ``shed`` are totals.
     """
 
     overloaded: bool
@@ -110,6 +146,7 @@ class OverloadState:
     since: float | None
     lag_ewma_s: float
     lag_last_s: float
+    queue_delay_s: float
     cpu_pct: float
     severity: float
     shed_fraction: float
@@ -119,16 +156,26 @@ class OverloadState:
     shed: int
 
 
-class OverloadGuard:
-    """Decides whether a new call may start, from loop-lag and CPU samples; pure (no clock, no I/O).
+def _tame(delay_s: float) -> float:
+    return min(max(delay_s, 0.0), LAG_SAMPLE_CAP_S)
 
-    Enters overload when the EWMA of loop lag exceeds ``lag_threshold_s`` or CPU exceeds
-    ``cpu_threshold_pct`` for ``cpu_samples_to_enter`` consecutive samples. Leaves only after the lag EWMA
-    is below ``lag_clear_s`` and CPU below ``cpu_clear_pct`` continuously for ``hold_s``. While overloaded
-    :meth:`admit_new_call` refuses a fraction of calls between ``min_shed_fraction`` and
-    ``max_shed_fraction`` by severity, drawing from ``rng`` (inject a seeded ``random.Random`` for
-    deterministic tests). ``now`` arguments are seconds on one monotonic clock, non-decreasing.
-    Raises ValueError for inconsistent thresholds.
+
+class OverloadGuard:
+    """Decides whether a new call may start; an integral controller of the shed fraction ``p``, pure
+    (no clock, no I/O).
+
+    One control step per tick (the monitor's 100 ms), on the tick's delay ``d``: the larger of the loop
+    lag (:meth:`record_loop_lag`, which runs the step) and the largest SIP queueing delay since the
+    previous tick (:meth:`record_queue_delay`, fed just before). If ``d`` exceeds ``lag_threshold_s``
+    (the target), ``p`` rises by ``increase_gain * min(d / target, max_ratio)``; if it is below
+    ``lag_clear_s`` (default half the target), ``p`` falls by ``decrease_step``; in between it stays.
+    CPU above ``cpu_threshold_pct`` for ``cpu_samples_to_enter`` consecutive samples makes ``d`` count as
+    at least ``cpu_delay_ratio`` targets; CPU at or above ``cpu_clear_pct`` stops ``p`` from falling.
+    ``p`` stays within [0, ``max_shed_fraction``]; the guard is overloaded while ``p > 0``.
+
+    :meth:`admit_new_call` refuses with probability ``p``, drawing from ``rng`` (inject a seeded
+    ``random.Random`` for deterministic tests). ``now`` arguments are seconds on one monotonic clock,
+    non-decreasing; they only date episodes. Raises ValueError for inconsistent settings.
     """
 
     def __init__(
@@ -136,140 +183,156 @@ class OverloadGuard:
         lag_threshold_s: float = LAG_THRESHOLD_S,
         cpu_threshold_pct: float = CPU_THRESHOLD_PCT,
         *,
-        lag_clear_s: float = LAG_CLEAR_S,
-        lag_severe_s: float = LAG_SEVERE_S,
+        lag_clear_s: float | None = None,
+        increase_gain: float = INCREASE_GAIN,
+        max_ratio: float = MAX_DELAY_RATIO,
+        decrease_step: float = DECREASE_STEP,
         cpu_clear_pct: float = CPU_CLEAR_PCT,
         cpu_samples_to_enter: int = CPU_SAMPLES_TO_ENTER,
-        hold_s: float = HOLD_S,
+        cpu_delay_ratio: float = CPU_DELAY_RATIO,
         ewma_alpha: float = LAG_EWMA_ALPHA,
-        min_shed_fraction: float = MIN_SHED_FRACTION,
         max_shed_fraction: float = MAX_SHED_FRACTION,
         retry_after_min_s: int = RETRY_AFTER_MIN_S,
         retry_after_max_s: int = RETRY_AFTER_MAX_S,
         rng: random.Random | None = None,
     ) -> None:
-        if not 0 < lag_clear_s < lag_threshold_s < lag_severe_s:
-            raise ValueError("need 0 < lag_clear_s < lag_threshold_s < lag_severe_s")
+        if lag_clear_s is None:
+            lag_clear_s = lag_threshold_s * LAG_CLEAR_RATIO
+        if not 0 < lag_clear_s < lag_threshold_s < math.inf:
+            raise ValueError("need 0 < lag_clear_s < lag_threshold_s (finite)")
+        if not 0 < increase_gain <= 1 or not 0 < decrease_step <= 1:
+            raise ValueError("need 0 < increase_gain <= 1 and 0 < decrease_step <= 1")
+        if not 1 <= max_ratio < math.inf or not 1 < cpu_delay_ratio < math.inf:
+            raise ValueError("need 1 <= max_ratio and 1 < cpu_delay_ratio (finite)")
         if not 0 < cpu_clear_pct < cpu_threshold_pct <= 100:
             raise ValueError("need 0 < cpu_clear_pct < cpu_threshold_pct <= 100")
-        if cpu_samples_to_enter < 1 or hold_s < 0 or not 0 < ewma_alpha <= 1:
-            raise ValueError("need cpu_samples_to_enter >= 1, hold_s >= 0, 0 < ewma_alpha <= 1")
-        if not 0 <= min_shed_fraction <= max_shed_fraction <= 1:
-            raise ValueError("need 0 <= min_shed_fraction <= max_shed_fraction <= 1")
+        if cpu_samples_to_enter < 1 or not 0 < ewma_alpha <= 1:
+            raise ValueError("need cpu_samples_to_enter >= 1 and 0 < ewma_alpha <= 1")
+        if not 0 < max_shed_fraction <= 1:
+            raise ValueError("need 0 < max_shed_fraction <= 1")
         if not 1 <= retry_after_min_s <= retry_after_max_s:
             raise ValueError("need 1 <= retry_after_min_s <= retry_after_max_s")
         self.lag_threshold_s = lag_threshold_s
         self.cpu_threshold_pct = cpu_threshold_pct
         self.lag_clear_s = lag_clear_s
-        self.lag_severe_s = lag_severe_s
+        self.increase_gain = increase_gain
+        self.max_ratio = max_ratio
+        self.decrease_step = decrease_step
         self.cpu_clear_pct = cpu_clear_pct
         self.cpu_samples_to_enter = cpu_samples_to_enter
-        self.hold_s = hold_s
+        self.cpu_delay_ratio = cpu_delay_ratio
         self.ewma_alpha = ewma_alpha
-        self.min_shed_fraction = min_shed_fraction
         self.max_shed_fraction = max_shed_fraction
         self.retry_after_min_s = retry_after_min_s
         self.retry_after_max_s = retry_after_max_s
         self._rng = rng if rng is not None else random.Random()
+        self._p = 0.0
+        self._pending_queue = 0.0  # largest queueing delay since the last control step
+        self._queue_last = 0.0
         self._lag_ewma = 0.0
         self._lag_last = 0.0
         self._cpu_pct = 0.0
         self._cpu_high = 0
-        self._overloaded = False
         self._reason: str | None = None
         self._since: float | None = None
-        self._clear_since: float | None = None
         self._episodes = 0
         self._admitted = 0
         self._shed = 0
 
     # -- samples ---------------------------------------------------------------------------------
 
-    def record_loop_lag(self, lag_s: float, now: float) -> None:
-        """Feed one loop-lag sample (seconds late). Negative becomes 0, above
-        :data:`LAG_SAMPLE_CAP_S` is capped, NaN is ignored. May enter or leave overload."""
-        if math.isnan(lag_s):
+    def record_queue_delay(self, delay_s: float, now: float) -> None:
+        """Feed the largest queueing delay (seconds) of a SIP datagram received since the previous
+        tick, just before that tick's :meth:`record_loop_lag`. Negative becomes 0, above
+        :data:`LAG_SAMPLE_CAP_S` is capped, NaN is ignored; several calls in one tick keep the largest.
+        Stored only: the control step runs in :meth:`record_loop_lag`."""
+        if math.isnan(delay_s):
             return
-        lag = min(max(lag_s, 0.0), LAG_SAMPLE_CAP_S)
-        self._lag_last = lag
-        self._lag_ewma += self.ewma_alpha * (lag - self._lag_ewma)
-        self._evaluate(now)
+        self._pending_queue = max(self._pending_queue, _tame(delay_s))
+
+    def record_loop_lag(self, lag_s: float, now: float) -> None:
+        """Feed one loop-lag sample (seconds late) and run one control step on the larger of it and
+        the queueing delay recorded since the previous step. Negative becomes 0, above
+        :data:`LAG_SAMPLE_CAP_S` is capped; a NaN lag is ignored (the step runs on the queueing delay
+        alone). May start or end an overload episode."""
+        if not math.isnan(lag_s):
+            self._lag_last = _tame(lag_s)
+            delay = max(self._lag_last, self._pending_queue)
+        else:
+            delay = self._pending_queue
+        self._queue_last = self._pending_queue
+        self._pending_queue = 0.0
+        self._lag_ewma += self.ewma_alpha * (delay - self._lag_ewma)
+        self._step(delay, now)
 
     def record_cpu(self, pct: float, now: float) -> None:
-        """Feed one CPU sample, percent of the machine (clamped to 0..100; NaN ignored).
-        May enter or leave overload."""
+        """Feed one CPU sample, percent of the machine (clamped to 0..100; NaN ignored). Takes effect
+        at the next control step."""
         if math.isnan(pct):
             return
         self._cpu_pct = min(max(pct, 0.0), 100.0)
         self._cpu_high = self._cpu_high + 1 if self._cpu_pct > self.cpu_threshold_pct else 0
-        self._evaluate(now)
 
-    def _evaluate(self, now: float) -> None:
-        lag_high = self._lag_ewma > self.lag_threshold_s
+    def _step(self, delay: float, now: float) -> None:
+        target = self.lag_threshold_s
+        lag_high = delay > target
         cpu_high = self._cpu_high >= self.cpu_samples_to_enter
-        if lag_high or cpu_high:
-            reason = "lag+cpu" if lag_high and cpu_high else "lag" if lag_high else "cpu"
-            if not self._overloaded:
-                self._overloaded = True
-                self._since = now
-                self._episodes += 1
-                log.warning(
-                    "overload: entering (%s, lag %.3fs, cpu %.0f%%)", reason, self._lag_ewma, self._cpu_pct
-                )
-            self._reason = reason
-            self._clear_since = None
-            return
-        if not self._overloaded:
-            return
-        if self._lag_ewma >= self.lag_clear_s or self._cpu_pct >= self.cpu_clear_pct:
-            self._clear_since = None  # inside the hysteresis band: neither worse nor recovered
-            return
-        if self._clear_since is None:
-            self._clear_since = now
-        if now - self._clear_since >= self.hold_s:
-            log.warning("overload: leaving after %.1fs", now - (self._since or now))
-            self._overloaded = False
+        effective = max(delay, self.cpu_delay_ratio * target) if cpu_high else delay
+        before = self._p
+        if effective > target:
+            self._p += self.increase_gain * min(effective / target, self.max_ratio)
+            self._reason = "lag+cpu" if lag_high and cpu_high else "lag" if lag_high else "cpu"
+        elif effective < self.lag_clear_s and self._cpu_pct < self.cpu_clear_pct:
+            self._p -= self.decrease_step
+        self._p = min(max(self._p, 0.0), self.max_shed_fraction)
+        if before == 0.0 and self._p > 0.0:
+            self._since = now
+            self._episodes += 1
+            log.warning(
+                "overload: entering (%s, delay %.3fs, cpu %.0f%%), shedding %.0f%% of new calls",
+                self._reason,
+                delay,
+                self._cpu_pct,
+                100.0 * self._p,
+            )
+        elif before > 0.0 and self._p == 0.0:
+            log.warning(
+                "overload: leaving after %.1fs", now - (self._since if self._since is not None else now)
+            )
             self._reason = None
             self._since = None
-            self._clear_since = None
 
     # -- verdicts --------------------------------------------------------------------------------
 
     @property
     def overloaded(self) -> bool:
-        """True while in an overload episode (including its hold period)."""
-        return self._overloaded
+        """True while shedding: the shed fraction is above 0."""
+        return self._p > 0.0
 
     @property
     def severity(self) -> float:
-        """0..1: how far the worse signal lies between its clear level and its severe level."""
-        lag = (self._lag_ewma - self.lag_clear_s) / (self.lag_severe_s - self.lag_clear_s)
-        cpu = (self._cpu_pct - self.cpu_clear_pct) / (100.0 - self.cpu_clear_pct)
-        return min(max(lag, cpu, 0.0), 1.0)
+        """0..1: the shed fraction as a share of ``max_shed_fraction``."""
+        return self._p / self.max_shed_fraction
 
     @property
     def shed_fraction(self) -> float:
-        """Share of new calls refused now: 0 when not overloaded, else min..max by severity."""
-        if not self._overloaded:
-            return 0.0
-        span = self.max_shed_fraction - self.min_shed_fraction
-        return self.min_shed_fraction + span * self.severity
+        """Share of new calls refused now (the controller's ``p``), 0..``max_shed_fraction``."""
+        return self._p
 
     @property
     def retry_after_s(self) -> int:
         """Seconds for the Retry-After of a 503: the minimum when not overloaded, growing linearly with
         severity to the maximum. Always within [retry_after_min_s, retry_after_max_s]."""
-        if not self._overloaded:
+        if not self.overloaded:
             return self.retry_after_min_s
         span = self.retry_after_max_s - self.retry_after_min_s
         return self.retry_after_min_s + round(span * self.severity)
 
     def admit_new_call(self, now: float) -> bool:
         """Whether a new call (initial INVITE) may proceed; False means answer 503 with
-        ``Retry-After: retry_after_s``. Re-evaluates the hold period first (it may end between samples),
-        then refuses with probability :attr:`shed_fraction`. Counts the verdict. Never raises."""
-        self._evaluate(now)
-        if self._overloaded and self._rng.random() < self.shed_fraction:
+        ``Retry-After: retry_after_s``. Refuses with probability :attr:`shed_fraction` (the rng is not
+        drawn from when that is 0). Counts the verdict. Never raises."""
+        if self._p > 0.0 and self._rng.random() < self._p:
             self._shed += 1
             return False
         self._admitted += 1
@@ -278,11 +341,12 @@ class OverloadGuard:
     def state(self) -> OverloadState:
         """A snapshot for metrics; does not change the guard."""
         return OverloadState(
-            overloaded=self._overloaded,
+            overloaded=self.overloaded,
             reason=self._reason,
             since=self._since,
             lag_ewma_s=self._lag_ewma,
             lag_last_s=self._lag_last,
+            queue_delay_s=self._queue_last,
             cpu_pct=self._cpu_pct,
             severity=self.severity,
             shed_fraction=self.shed_fraction,
@@ -294,7 +358,10 @@ class OverloadGuard:
 
 
 class OverloadSink(Protocol):
-    """What :class:`OverloadMonitor` feeds: an :class:`OverloadGuard` or a test recorder."""
+    """What :class:`OverloadMonitor` feeds: an :class:`OverloadGuard` or a test recorder.
+    ``record_queue_delay`` is called only when the monitor has a ``queue_delay`` source."""
+
+    def record_queue_delay(self, delay_s: float, now: float) -> None: ...
 
     def record_loop_lag(self, lag_s: float, now: float) -> None: ...
 
@@ -302,13 +369,16 @@ class OverloadSink(Protocol):
 
 
 class OverloadMonitor:
-    """Samples event-loop lag and process CPU on the running loop and feeds them to ``guard``.
+    """Samples event-loop lag, SIP queueing delay and process CPU on the running loop and feeds them to
+    ``guard``.
 
     Every ``interval_s`` a callback is scheduled with ``loop.call_at`` for an expected time; how late it
-    runs (by ``loop.time()``) is the lag sample. Every ``cpu_interval_s`` it also reads
+    runs (by ``loop.time()``) is the lag sample. In that tick, first ``queue_delay()`` (when given: the
+    largest queueing delay, in seconds, of the datagrams received since its previous call; an exception
+    from it counts as 0) goes to ``guard.record_queue_delay``, then the lag to ``guard.record_loop_lag``,
+    which runs the control step; both are observed in histograms. Every ``cpu_interval_s`` it also reads
     ``process.cpu_percent()`` (default: this process) divided by the CPU count, i.e. percent of the
-    machine, or the loop thread's share of one core when that is higher. ``now`` given to the guard
-    is ``loop.time()``, so callers of ``admit_new_call`` use the same.
+    machine. ``now`` given to the guard is ``loop.time()``, so callers of ``admit_new_call`` use the same.
     """
 
     def __init__(
@@ -319,6 +389,7 @@ class OverloadMonitor:
         *,
         cpu_interval_s: float = CPU_SAMPLE_INTERVAL_S,
         cpu_count: int | None = None,
+        queue_delay: Callable[[], float] | None = None,
     ) -> None:
         if interval_s <= 0 or cpu_interval_s <= 0:
             raise ValueError("sampling intervals must be positive")
@@ -327,11 +398,11 @@ class OverloadMonitor:
         self.cpu_interval_s = cpu_interval_s
         self._process = process
         self._cpu_count = cpu_count or psutil.cpu_count() or 1
+        self._queue_delay = queue_delay
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handle: asyncio.TimerHandle | None = None
         self._expected = 0.0
         self._next_cpu = 0.0
-        self._thread_mark: tuple[float, float] | None = None  # (loop time, loop thread CPU time)
 
     @property
     def running(self) -> bool:
@@ -347,6 +418,8 @@ class OverloadMonitor:
         if self._process is None:
             self._process = psutil.Process()
         self._read_cpu()  # psutil's first reading has no interval behind it: prime and discard
+        if self._queue_delay is not None:
+            self._read_queue_delay()  # likewise: what queued before sampling began is not this tick's
         now = loop.time()
         self._next_cpu = now + self.cpu_interval_s
         self._schedule(now)
@@ -364,22 +437,24 @@ class OverloadMonitor:
         self._handle = self._loop.call_at(self._expected, self._tick)
 
     def _read_cpu(self) -> float | None:
-        """The busier of the process (percent of the machine) and the loop's own thread (percent
-        of one core). On a 2-core machine a saturated loop is only 50 % of the machine: by the
-        process figure alone a Python SBC at its limit never looked overloaded, while its UDP
-        receive queue grew until peers retransmitted (800 calls/s through ``sbc run``)."""
-        assert self._process is not None and self._loop is not None
-        wall, thread = self._loop.time(), time.thread_time()  # the monitor runs on the loop's thread
-        loop_pct = None
-        if self._thread_mark is not None and wall > self._thread_mark[0]:
-            loop_pct = 100.0 * (thread - self._thread_mark[1]) / (wall - self._thread_mark[0])
-        self._thread_mark = (wall, thread)
+        """The process's CPU as a percentage of the machine, or None when psutil cannot tell."""
+        assert self._process is not None
         try:
-            machine_pct = self._process.cpu_percent(None) / self._cpu_count
+            return self._process.cpu_percent(None) / self._cpu_count
         except psutil.Error as e:  # the process table can refuse (containers, permissions)
             log.debug("overload: cpu_percent failed: %s", e)
-            return loop_pct
-        return machine_pct if loop_pct is None else max(machine_pct, loop_pct)
+            return None
+
+    def _read_queue_delay(self) -> float:
+        """The source's largest queueing delay since its previous call; 0.0 when it fails or returns
+        something that is not a non-negative number."""
+        assert self._queue_delay is not None
+        try:
+            delay = float(self._queue_delay())
+        except Exception as e:  # a transport being replaced, closed, ...: sampling goes on
+            log.debug("overload: queue_delay failed: %s", e)
+            return 0.0
+        return delay if delay > 0.0 else 0.0  # NaN compares false
 
     def _tick(self) -> None:
         assert self._loop is not None
@@ -387,6 +462,10 @@ class OverloadMonitor:
         try:
             lag = max(0.0, now - self._expected)
             metrics.EVENT_LOOP_LAG.observe(lag)  # every sample, so a scrape sees spikes between scrapes
+            if self._queue_delay is not None:
+                queued = self._read_queue_delay()
+                metrics.SIP_QUEUE_DELAY.observe(queued)
+                self.guard.record_queue_delay(queued, now)
             self.guard.record_loop_lag(lag, now)
             if now >= self._next_cpu:
                 self._next_cpu = now + self.cpu_interval_s

@@ -384,7 +384,8 @@ def test_overload_state_is_exported() -> None:
     guard = OverloadGuard(rng=random.Random(1), ewma_alpha=1.0)
     collector = LiveCollector(live(overload=guard))
     assert value(scrape(collector), "sbc_overloaded") == 0
-    guard.record_loop_lag(2.0, 1.0)
+    for k in range(4):  # +0.25 a tick at 2 s of lag: full shedding after four ticks
+        guard.record_loop_lag(2.0, 1.0 + k * 0.1)
     shed = sum(not guard.admit_new_call(1.0) for _ in range(10))
     s = scrape(collector)
     assert value(s, "sbc_overloaded") == 1

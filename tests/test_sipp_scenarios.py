@@ -371,3 +371,14 @@ def test_bench_calls_direct_prints_one_json_line(tmp_path) -> None:
     )  # fmt: skip
     assert result["setup_source"] == "message_log_us" and 0 < result["setup_p50_ms"] < 100
     assert list(tmp_path.iterdir()) == []  # the run cleaned up after itself
+
+
+@pytest.mark.parametrize("callee, outcome", [("uas_answer", "200"), ("uas_503", "503")])
+def test_call_or_503_accepts_either_answer(tmp_path, callee, outcome) -> None:
+    uac, uas = _pair(tmp_path, "uac_call_or_503", callee, hold_ms=100)
+    assert uac.returncode == 0, uac.explain()
+    assert (uac.successful, uac.failed) == (1, 0)
+    finals = [m.status for m in uac.messages() if m.direction == "received" and (m.status or 0) >= 200]
+    assert str(finals[0]) == outcome
+    sent = _methods(uac.messages(), "sent")
+    assert sent == (["INVITE", "ACK", "BYE"] if outcome == "200" else ["INVITE", "ACK"])

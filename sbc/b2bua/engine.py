@@ -130,7 +130,6 @@ class B2BUA:
         health: HealthView | None = None,
         rng: random.Random | None = None,
         authenticator: object | None = None,
-        admit: Callable[[float], bool] | None = None,
         wall_offset: float = 0.0,
         user_agent: str = "sbc",
         media: MediaManager | None = None,
@@ -147,7 +146,6 @@ class B2BUA:
         self.health: HealthView = health or self.prober.table
         self.rng = rng or random.Random()
         self.authenticator = authenticator
-        self.admit = admit
         self.wall_offset = wall_offset
         self.user_agent = user_agent
         # Anchors every call's SDP in the RTP relay; None passes SDP through (signalling only).
@@ -256,12 +254,6 @@ class B2BUA:
         self.core.respond(key, make_response(req, 100), now)
         source = self.tx_source(key)
         src_ip = source.host
-        if self.admit is not None and not self.admit(now):
-            metrics.LIMIT_REJECTIONS_BY_SCOPE["overload"].inc()
-            self._reject(
-                req, key, 503, now, headers=[("Retry-After", str(LIMIT_RETRY_AFTER_S))], reason="Overloaded"
-            )
-            return
         tables = self.tables
         carrier = tables.sources.carrier_for(src_ip)
         if carrier is not None:

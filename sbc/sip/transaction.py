@@ -390,6 +390,11 @@ class TransactionLayer:
         key = self._server_key(cancel, "INVITE")
         return key if key in self._servers else None
 
+    def has_server(self, req: Request) -> bool:
+        """True if ``req`` belongs to a server transaction this layer has (a retransmission).
+        Raises SIPParseError when ``req`` lacks what matching needs. Leaves the layer unchanged."""
+        return self._server_key(req, req.method) in self._servers
+
     # -- input from the network -----------------------------------------------------------------
 
     def receive(self, msg: Request | Response, source: Address, now: float) -> list[Event]:
