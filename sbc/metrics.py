@@ -39,6 +39,7 @@ sbc_auth_failures_total                     reason                              
 sbc_dtmf_events_total                       from_side                                   RFC 4733 digits seen by the relay
 sbc_event_loop_lag_seconds                  - (histogram)                               how late a 100 ms loop tick ran
 sbc_sip_queue_delay_seconds                 - (histogram)                               largest SIP receive-queue delay per tick
+sbc_gc_pause_seconds                        generation (histogram)                      cyclic GC pauses (each stops the loop)
 *finished calls (from CDRs)*
 sbc_carrier_calls_total                     direction, carrier, disposition             calls by carrier: ASR = answered / all
 sbc_trunk_calls_total                       direction, customer, trunk, disposition     calls by customer trunk: ASR likewise
@@ -161,6 +162,12 @@ EVENT_LOOP_LAG = Histogram(
 SIP_QUEUE_DELAY = Histogram(
     "sbc_sip_queue_delay_seconds",
     "Largest kernel queueing delay of a SIP datagram per 100 ms tick",
+    buckets=LOOP_LAG_BUCKETS,
+)
+GC_PAUSE = Histogram(
+    "sbc_gc_pause_seconds",
+    "Cyclic garbage collections of the SBC process (they stop the event loop)",
+    ["generation"],
     buckets=LOOP_LAG_BUCKETS,
 )
 

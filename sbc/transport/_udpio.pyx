@@ -117,6 +117,9 @@ cdef enum:
     CONTROL_BYTES = 64
     ADDR_TEXT = 64
 
+# Datagrams taken per recv() call.
+BATCH = MAX_BATCH
+
 # The largest datagram a SIP peer can send over UDP: the IP maximum. Buffers are allocated once
 # per socket; only the pages a datagram touches become resident.
 MAX_DATAGRAM = 65535
@@ -149,8 +152,9 @@ cdef int _fill_addr(sockaddr_storage* ss, str host, int port) except -1:
 cdef class BatchSocket:
     """Batched receive and send on one bound, non-blocking UDP socket (the caller owns the fd).
 
-    ``recv()`` returns up to 64 ``(data, host, port)`` tuples, an empty list once the queue is
-    empty; ``send(items)`` sends ``(data, host, port)`` tuples and returns how many went (fewer
+    ``recv()`` returns up to ``BATCH`` (64) ``(data, host, port)`` tuples, an empty list once the
+    queue is empty; ``last_delay`` is then how long the last of them waited in the queue (a full
+    batch means more are waiting: that is how far behind its input the reader is); ``send(items)`` sends ``(data, host, port)`` tuples and returns how many went (fewer
     only when the socket buffer is full). ``take_max_delay()`` returns the largest queueing delay
     (seconds) of the datagrams received since its previous call and resets it.
     """
@@ -165,6 +169,7 @@ cdef class BatchSocket:
     cdef iovec siov[MAX_BATCH]
     cdef sockaddr_storage saddr[MAX_BATCH]
     cdef double max_delay
+    cdef readonly double last_delay
     cdef readonly bint timestamps
     cdef readonly unsigned long long received
     cdef readonly unsigned long long truncated
@@ -200,7 +205,7 @@ cdef class BatchSocket:
         cdef msghdr* h
         cdef cmsghdr* c
         cdef timespec now
-        cdef double delay, newest = 0.0
+        cdef double delay = 0.0, newest = 0.0
         cdef char text[ADDR_TEXT]
         cdef sockaddr_in* a4
         cdef sockaddr_in6* a6
@@ -220,6 +225,7 @@ cdef class BatchSocket:
                 return out
             raise OSError(errno, strerror(errno).decode())
         clock_gettime(CLOCK_REALTIME, &now)
+        self.last_delay = 0.0
         for i in range(n):
             h = &self.rmsgs[i].msg_hdr
             if h.msg_flags & MSG_TRUNC:
@@ -232,6 +238,7 @@ cdef class BatchSocket:
                         delay = _ts(&now) - _ts(<timespec*>CMSG_DATA(c))
                         if delay > newest:
                             newest = delay
+                        self.last_delay = delay
                         break
                     c = CMSG_NXTHDR(h, c)
             a4 = <sockaddr_in*>&self.raddr[i]

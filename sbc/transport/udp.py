@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from ..config import ListenSpec
 from ..sip.events import Address
-from ._udpio import BatchSocket
+from ._udpio import BATCH, BatchSocket
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,9 @@ class UdpListener:
         self.io = BatchSocket(sock.fileno())
         self.loop = asyncio.get_running_loop()
         self.dropped = 0
+        # How old the last datagram read was when a full batch left more waiting, else 0: the
+        # owner's timers must not act on time its input has not caught up with (see behind()).
+        self.input_lag = 0.0
         self._pending: list[tuple[bytes, str, int]] = []
         self._in_batch = False
         self._flush_scheduled = False
@@ -75,6 +78,10 @@ class UdpListener:
                 except OSError as e:  # ICMP errors and the like: the transaction timers deal with it
                     log.debug("udp receive error on %s: %s", self.spec, e)
                     continue
+                if len(batch) < BATCH:
+                    self.input_lag = 0.0  # the queue was emptied
+                else:
+                    self.input_lag = self.io.last_delay
                 if not batch:
                     break
                 for data, host, port in batch:
