@@ -4,8 +4,10 @@ collection."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import weakref
+from collections.abc import Iterator
 
 import pytest
 
@@ -26,51 +28,58 @@ def restore_gc():
     gc.set_threshold(*thresholds)
 
 
+@contextlib.contextmanager
+def running(freeze_interval_s: float, sweep_interval_s: float) -> Iterator[GcPolicy]:
+    """A started GcPolicy on the running loop, stopped on exit."""
+    policy = GcPolicy(asyncio.get_running_loop(), freeze_interval_s, sweep_interval_s)
+    policy.start()
+    try:
+        yield policy
+    finally:
+        policy.stop()
+
+
+def cycle() -> tuple[Node, weakref.ref]:
+    """Two nodes referring to each other (only the cyclic collector frees them): one of them
+    and a weak reference that tells when it is gone."""
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    return a, weakref.ref(a)
+
+
 def pause_samples(generation: str) -> float:
     return metrics.REGISTRY.get_sample_value("sbc_gc_pause_seconds_count", {"generation": generation}) or 0.0
 
 
 async def test_survivors_are_frozen_and_a_sweep_frees_cycles_among_them(restore_gc) -> None:
-    policy = GcPolicy(asyncio.get_running_loop(), freeze_interval_s=0.01, sweep_interval_s=3600)
-    policy.start()
-    try:
+    with running(freeze_interval_s=0.01, sweep_interval_s=3600) as policy:
         assert gc.get_threshold() == GC_THRESHOLDS
-        a, b = Node(), Node()
-        a.other, b.other = b, a  # a reference cycle: only the cyclic collector frees it
-        gone = weakref.ref(a)
+        a, gone = cycle()
         frozen = gc.get_freeze_count()
         await asyncio.sleep(0.05)
         assert gc.get_freeze_count() > frozen  # the tick froze what survived, the cycle with it
-        del a, b
+        del a
         gc.collect()
         assert gone() is not None  # frozen: out of the collector's sight
         assert policy.sweep() >= 2
         assert gone() is None
-    finally:
-        policy.stop()
 
 
 async def test_the_sweep_runs_on_its_interval(restore_gc) -> None:
-    policy = GcPolicy(asyncio.get_running_loop(), freeze_interval_s=0.01, sweep_interval_s=0.05)
-    policy.start()
-    try:
-        a, b = Node(), Node()
-        a.other, b.other = b, a
-        gone = weakref.ref(a)
-        del a, b
+    with running(freeze_interval_s=0.01, sweep_interval_s=0.05):
+        a, gone = cycle()
+        del a
         await asyncio.sleep(0.03)  # frozen by now
         for _ in range(40):
             if gone() is None:
                 break
             await asyncio.sleep(0.01)
         assert gone() is None
-    finally:
-        policy.stop()
 
 
 async def test_every_collection_is_timed_until_stopped(restore_gc) -> None:
     policy = GcPolicy(asyncio.get_running_loop(), freeze_interval_s=10, sweep_interval_s=3600)
-    policy.start()
+    policy.start()  # stopped by hand below: the test is what happens after stop()
     before = pause_samples("1")
     gc.collect(1)
     assert pause_samples("1") == before + 1

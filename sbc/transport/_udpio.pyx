@@ -171,7 +171,6 @@ cdef class BatchSocket:
     cdef double max_delay
     cdef readonly double last_delay
     cdef readonly bint timestamps
-    cdef readonly unsigned long long received
     cdef readonly unsigned long long truncated
     cdef readonly list last_errors
 
@@ -256,7 +255,6 @@ cdef class BatchSocket:
                 text.decode("ascii"),
                 port,
             ))
-        self.received += len(out)
         if newest > self.max_delay:
             self.max_delay = newest
         return out
