@@ -123,6 +123,8 @@ cdef extern from "relay_engine.h" nogil:
         uint64_t work[RR_LATE_BUCKETS]
         uint64_t stall[RR_LATE_BUCKETS]
         uint32_t sessions, ports_free, ports_total
+        uint32_t ports_spare
+        uint64_t spare_hits, spare_misses, spare_drained
         uint32_t realtime_workers
         uint32_t pinned_workers
 
@@ -146,6 +148,7 @@ cdef extern from "relay_engine.h" nogil:
     int rr_session_set_timeouts(rr_engine *e, uint64_t id, int64_t timeout_ns, int64_t hold_timeout_ns)
     int rr_session_set_media(rr_engine *e, uint64_t id, uint32_t clock_rate, int dtmf_pt)
     int rr_session_info_get(rr_engine *e, uint64_t id, rr_session_info *out)
+    int rr_session_ports(rr_engine *e, uint64_t id, uint16_t out[4])
 
     size_t rr_sessions_idle_since(rr_engine *e, int64_t since_ns, uint64_t *ids, size_t max)
     size_t rr_events_poll(rr_engine *e, rr_event *out, size_t max)

@@ -474,10 +474,15 @@ cdef class RelayEngine:
 
     def ports(self, session_id: int) -> tuple[tuple[int, int], tuple[int, int]]:
         """((A rtp, A rtcp), (B rtp, B rtcp)): what the SDP toward each peer advertises."""
-        info = self.session_info(session_id)
-        a = info["a_to_b"]
-        b = info["b_to_a"]
-        return (a["rtp_port"], a["rtcp_port"]), (b["rtp_port"], b["rtcp_port"])
+        cdef uint16_t p[4]
+        cdef int rc
+        cdef rr_engine *e = self._engine()
+        cdef uint64_t sid = session_id
+        with nogil:
+            rc = rr_session_ports(e, sid, p)
+        if rc != RR_OK:
+            _raise(rc, session_id)
+        return (p[0], p[1]), (p[2], p[3])
 
     def sessions_idle_since(self, since: float) -> list[int]:
         """Ids of sessions with no packet in either direction since ``since`` (engine clock)."""
@@ -558,6 +563,10 @@ cdef class RelayEngine:
             "sessions": c.sessions,
             "ports_free": c.ports_free,
             "ports_total": c.ports_total,
+            "ports_spare": c.ports_spare,
+            "spare_hits": c.spare_hits,
+            "spare_misses": c.spare_misses,
+            "spare_drained": c.spare_drained,
             "realtime_workers": c.realtime_workers,
             "pinned_workers": c.pinned_workers,
             "recv_errors": c.recv_errors,

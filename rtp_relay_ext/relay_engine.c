@@ -31,8 +31,16 @@
 /* How long start() waits for each new worker to report it runs: 1 s in 100 us steps. */
 #define RR_START_WAIT_STEPS 10000
 #define RR_START_WAIT_STEP_NS 100000
+/* The keeper's nap when it cannot bind (out of fds or memory) or the next port
+ * leaves quarantine: no busier than this, whatever the release times. */
+#define RR_KEEPER_RETRY_NS (1000LL * 1000)
+#define RR_KEEPER_FAIL_RETRY_NS (100LL * 1000 * 1000)
 
 static const int64_t late_bounds_us[RR_LATE_BUCKETS - 1] = RR_LATE_BOUNDS_US;
+
+static void keeper_start(rr_engine *e);
+static void keeper_stop(rr_engine *e);
+static void close_spares(rr_engine *e);
 
 int64_t rr_now_ns(void)
 {
@@ -565,6 +573,12 @@ rr_engine *rr_engine_new(const rr_config *cfg, int *err)
     }
     e->pool_count = npairs;
     pthread_mutex_init(&e->ctl_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* the keeper's deadlines are rr_now_ns() */
+    pthread_cond_init(&e->keeper_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_cond_init(&e->spare_cond, NULL);
     pthread_mutex_init(&e->ev_lock, NULL);
     for (int i = 0; i < e->nworkers; i++) {
         pthread_mutex_init(&e->workers[i].lock, NULL);
@@ -643,12 +657,14 @@ int rr_engine_start(rr_engine *e)
         errno = failed;
         return RR_ERR_SOCKET;
     }
+    keeper_start(e);
     e->running = 1;
     return RR_OK;
 }
 
 void rr_engine_stop(rr_engine *e)
 {
+    keeper_stop(e);
     for (int i = 0; i < e->nworkers; i++) {
         rr_worker *w = &e->workers[i];
         if (!w->started)
@@ -685,6 +701,8 @@ void rr_engine_free(rr_engine *e)
             if (e->sessions[i].in_use)
                 close_session_fds(&e->sessions[i]);
     }
+    if (e->pool_port)
+        close_spares(e);
     if (e->workers) {
         for (int i = 0; i < e->nworkers; i++) {
             rr_worker *w = &e->workers[i];
@@ -779,6 +797,130 @@ static int take_pair(rr_engine *e, int64_t now, rr_endpoint *rtp, rr_endpoint *r
     return RR_ERR_NO_PORTS;
 }
 
+/* ---------------------------------------------------------------- spare pairs */
+
+/* Drop what was queued on a spare socket while no session owned it: a stray
+ * datagram (a late stream of the port's previous call, a scan) must not be the
+ * first packet a new session sees, or symmetric latching would learn its source. */
+static uint64_t drain_stale(int fd)
+{
+    uint64_t n = 0;
+    char b[1];
+    while (recv(fd, b, sizeof(b), MSG_DONTWAIT | MSG_TRUNC) >= 0)
+        n++;
+    return n;
+}
+
+/* Take the oldest spare pair (caller holds ctl_lock; spare_count > 0). */
+static void take_spare(rr_engine *e, rr_endpoint *rtp, rr_endpoint *rtcp)
+{
+    const rr_spare *sp = &e->spare[e->spare_head];
+    rtp->fd = sp->rtp_fd;
+    rtp->local_port = sp->port;
+    rtcp->fd = sp->rtcp_fd;
+    rtcp->local_port = (uint16_t)(sp->port + 1);
+    e->spare_head = (e->spare_head + 1) % RR_SPARE_PAIRS;
+    e->spare_count--;
+}
+
+static void close_spares(rr_engine *e)
+{
+    while (e->spare_count) {
+        rr_endpoint a, b;
+        take_spare(e, &a, &b);
+        close(a.fd);
+        close(b.fd);
+        pool_push(e, a.local_port, INT64_MIN / 2); /* never used by a call */
+    }
+}
+
+/* Bind spare pairs from the head of the port FIFO (ports out of quarantine, in
+ * the order allocate would take them) until RR_SPARE_PAIRS are ready.  Returns
+ * when it should run again: 0 = when signalled, else a monotonic time.  Caller
+ * holds ctl_lock; the binds run without it. */
+static int64_t keeper_fill(rr_engine *e)
+{
+    while (e->spare_count < RR_SPARE_PAIRS && !e->keeper_stop && e->pool_count) {
+        int64_t now = rr_now_ns();
+        int64_t ready = e->pool_released[e->pool_head] + e->cfg.quarantine_ns;
+        if (ready > now) /* FIFO: the oldest release is still in quarantine */
+            return e->spare_count < RR_SPARE_LOW ? ready : 0;
+        uint16_t port = e->pool_port[e->pool_head];
+        int64_t released = e->pool_released[e->pool_head];
+        e->pool_head = (e->pool_head + 1) % e->pool_cap;
+        e->pool_count--;
+        e->keeper_binding = 1;
+        pthread_mutex_unlock(&e->ctl_lock);
+        int fd1 = open_udp(e, port);
+        int fd2 = fd1 >= 0 ? open_udp(e, (uint16_t)(port + 1)) : -1;
+        int err = errno;
+        if (fd1 >= 0 && fd2 < 0)
+            close(fd1);
+        pthread_mutex_lock(&e->ctl_lock);
+        e->keeper_binding = 0;
+        pthread_cond_broadcast(&e->spare_cond); /* no system call unless an allocate waits */
+        if (fd1 >= 0 && fd2 >= 0) {
+            uint32_t tail = (e->spare_head + e->spare_count) % RR_SPARE_PAIRS;
+            e->spare[tail] = (rr_spare){.rtp_fd = fd1, .rtcp_fd = fd2, .port = port};
+            e->spare_count++;
+        } else if (err == EADDRINUSE || err == EACCES) {
+            pool_push(e, port, rr_now_ns()); /* someone else holds it: retry after a quarantine */
+        } else {
+            /* out of fds or socket memory: allocations bind their own meanwhile (and
+             * fail the same way, answered 503); try again later */
+            pool_push(e, port, released);
+            return rr_now_ns() + RR_KEEPER_FAIL_RETRY_NS;
+        }
+    }
+    return 0;
+}
+
+/* The keeper thread: keeps spare pairs bound so that allocate() does no socket
+ * system calls on the (Python signalling) thread that calls it. */
+static void *keeper_main(void *arg)
+{
+    rr_engine *e = arg;
+    prctl(PR_SET_NAME, "rtp-keeper");
+    pthread_mutex_lock(&e->ctl_lock);
+    while (!e->keeper_stop) {
+        int64_t again = keeper_fill(e);
+        if (e->keeper_stop)
+            break;
+        if (again == 0) {
+            pthread_cond_wait(&e->keeper_cond, &e->ctl_lock);
+            continue;
+        }
+        int64_t floor = rr_now_ns() + RR_KEEPER_RETRY_NS;
+        if (again < floor)
+            again = floor;
+        struct timespec at = {.tv_sec = again / 1000000000LL, .tv_nsec = again % 1000000000LL};
+        pthread_cond_timedwait(&e->keeper_cond, &e->ctl_lock, &at);
+    }
+    pthread_mutex_unlock(&e->ctl_lock);
+    return NULL;
+}
+
+static void keeper_start(rr_engine *e)
+{
+    pthread_mutex_lock(&e->ctl_lock);
+    e->keeper_stop = 0;
+    pthread_mutex_unlock(&e->ctl_lock);
+    /* Without a keeper allocate() binds its own sockets: slower, not wrong. */
+    e->keeper_started = pthread_create(&e->keeper, NULL, keeper_main, e) == 0;
+}
+
+static void keeper_stop(rr_engine *e)
+{
+    if (!e->keeper_started)
+        return;
+    pthread_mutex_lock(&e->ctl_lock);
+    e->keeper_stop = 1;
+    pthread_cond_signal(&e->keeper_cond);
+    pthread_mutex_unlock(&e->ctl_lock);
+    pthread_join(e->keeper, NULL);
+    e->keeper_started = 0;
+}
+
 static void init_endpoint(rr_endpoint *ep)
 {
     memset(ep, 0, sizeof(*ep));
@@ -827,23 +969,48 @@ int rr_session_alloc(rr_engine *e, const rr_session_params *p, uint64_t *id_out)
         pthread_mutex_unlock(&e->ctl_lock);
         return RR_ERR_NO_SLOT;
     }
-    int rc = take_pair(e, now, &eps[0], &eps[1]);
-    if (rc == RR_OK) {
-        rc = take_pair(e, now, &eps[2], &eps[3]);
-        if (rc != RR_OK) {
-            close(eps[0].fd);
-            close(eps[1].fd);
-            pool_push(e, eps[0].local_port, INT64_MIN / 2); /* never used by a call */
+    /* Pre-bound spare pairs first (they are the oldest releases, so FIFO order holds). */
+    int spared[2] = {0, 0};
+    int rc = RR_OK;
+    for (int l = 0; l < 2 && rc == RR_OK; l++) {
+        /* A pair the keeper is binding is in neither the FIFO nor the spares: wait
+         * for it (microseconds) rather than report a nearly full range exhausted. */
+        while (!e->spare_count && e->keeper_binding)
+            pthread_cond_wait(&e->spare_cond, &e->ctl_lock);
+        if (e->spare_count) {
+            take_spare(e, &eps[2 * l], &eps[2 * l + 1]);
+            spared[l] = 1;
+        } else {
+            rc = take_pair(e, now, &eps[2 * l], &eps[2 * l + 1]);
         }
     }
+    if (rc != RR_OK && eps[0].fd >= 0) {
+        close(eps[0].fd);
+        close(eps[1].fd);
+        pool_push(e, eps[0].local_port, INT64_MIN / 2); /* never used by a call */
+    }
+    if (e->keeper_started && e->spare_count < RR_SPARE_LOW)
+        pthread_cond_signal(&e->keeper_cond); /* no system call unless the keeper waits */
     if (rc != RR_OK) {
+        e->spare_misses++;
         pthread_mutex_unlock(&e->ctl_lock);
         return rc;
     }
+    if (spared[0] && spared[1])
+        e->spare_hits++;
+    else
+        e->spare_misses++;
     uint32_t slot = e->free_slots[--e->nfree_slots];
     uint32_t worker = slot % (uint32_t)e->nworkers;
     e->nsessions++;
     pthread_mutex_unlock(&e->ctl_lock);
+
+    uint64_t stale = 0;
+    for (int l = 0; l < 2; l++)
+        if (spared[l])
+            stale += drain_stale(eps[2 * l].fd) + drain_stale(eps[2 * l + 1].fd);
+    if (stale)
+        __atomic_fetch_add(&e->spare_drained, stale, __ATOMIC_RELAXED);
 
     rr_worker *w = &e->workers[worker];
     pthread_mutex_lock(&w->lock);
@@ -1072,6 +1239,20 @@ int rr_session_info_get(rr_engine *e, uint64_t id, rr_session_info *out)
     return RR_OK;
 }
 
+int rr_session_ports(rr_engine *e, uint64_t id, uint16_t out[4])
+{
+    rr_worker *w;
+    rr_session *s = lock_session(e, id, &w);
+    if (!s)
+        return RR_ERR_NO_SESSION;
+    for (int l = 0; l < 2; l++) {
+        out[2 * l] = s->leg[l].rtp.local_port;
+        out[2 * l + 1] = s->leg[l].rtcp.local_port;
+    }
+    pthread_mutex_unlock(&w->lock);
+    return RR_OK;
+}
+
 size_t rr_sessions_idle_since(rr_engine *e, int64_t since_ns, uint64_t *ids, size_t max)
 {
     size_t n = 0;
@@ -1114,8 +1295,12 @@ void rr_engine_counters_get(rr_engine *e, rr_engine_counters *o)
     pthread_mutex_unlock(&e->ev_lock);
     pthread_mutex_lock(&e->ctl_lock);
     o->sessions = e->nsessions;
-    o->ports_free = e->pool_count * 2;
+    o->ports_free = (e->pool_count + e->spare_count) * 2;
+    o->ports_spare = e->spare_count * 2;
     o->ports_total = e->pool_cap * 2;
+    o->spare_hits = e->spare_hits;
+    o->spare_misses = e->spare_misses;
+    o->spare_drained = __atomic_load_n(&e->spare_drained, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&e->ctl_lock);
 }
 

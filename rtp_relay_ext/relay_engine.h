@@ -185,6 +185,10 @@ typedef struct rr_engine_counters {
     uint64_t work[RR_LATE_BUCKETS];  /* rounds by the worker's CPU time in them (queueing behind work) */
     uint64_t stall[RR_LATE_BUCKETS]; /* rounds by wall minus CPU time (preempted, or a control call held the lock) */
     uint32_t sessions, ports_free, ports_total;
+    uint32_t ports_spare;      /* of ports_free: bound ahead of need by the keeper thread */
+    uint64_t spare_hits;       /* allocations that took pre-bound pairs */
+    uint64_t spare_misses;     /* allocations that bound their own (no spare pairs left) */
+    uint64_t spare_drained;    /* stray datagrams found queued on a spare pair and dropped */
     uint32_t realtime_workers; /* workers that obtained SCHED_FIFO */
     uint32_t pinned_workers;   /* workers pinned to a CPU */
 } rr_engine_counters;
@@ -208,6 +212,8 @@ int rr_session_restart_idle(rr_engine *e, uint64_t id);
 int rr_session_set_timeouts(rr_engine *e, uint64_t id, int64_t timeout_ns, int64_t hold_timeout_ns);
 int rr_session_set_media(rr_engine *e, uint64_t id, uint32_t clock_rate, int dtmf_pt);
 int rr_session_info_get(rr_engine *e, uint64_t id, rr_session_info *out);
+/* The session's local ports: A rtp, A rtcp, B rtp, B rtcp (cheaper than info_get). */
+int rr_session_ports(rr_engine *e, uint64_t id, uint16_t out[4]);
 
 size_t rr_sessions_idle_since(rr_engine *e, int64_t since_ns, uint64_t *ids, size_t max);
 size_t rr_events_poll(rr_engine *e, rr_event *out, size_t max);

@@ -88,6 +88,7 @@ typedef struct rr_uring {
     int wake_armed;            /* the wake eventfd poll is in flight */
     uint64_t *rearm;           /* tokens whose receive ended and must be re-armed */
     uint32_t nrearm, rearm_cap;
+    int closing[RR_CLOSE_QUEUE]; /* freed sockets taken by control_prepare, to close */
 } rr_uring;
 
 static uint64_t user_data(int kind, uint64_t token) { return ((uint64_t)kind << RR_UD_KIND_SHIFT) | token; }
@@ -464,10 +465,19 @@ static unsigned drain(rr_worker *w, rr_uring *u, int64_t now)
 
 /* ------------------------------------------------------------ control work */
 
-/* Cancel and close the sockets of freed sessions; arm new sessions' sockets and
- * ended receives; keep the wake poll armed.  Caller holds w->lock. */
-static void control(rr_worker *w, rr_uring *u)
+/* Control work, in two steps so that the signalling thread's control calls
+ * (allocate, set_peer, free) do not wait behind the worker's system calls:
+ * control_prepare, under w->lock, takes the queued work and prepares its SQEs
+ * (cancels for freed sessions' receives, receives for new sessions' sockets,
+ * ended receives re-armed, the wake poll); control_finish, without the lock,
+ * submits them, closes the freed sockets and runs the cancellations.
+ * Only the worker touches its ring, and only the worker closes queued sockets,
+ * so a session freed between the two steps is cancelled and closed in the next
+ * round, after its receives were armed here.  Returns how many sockets
+ * control_finish must close (they wait in u->closing). */
+static uint32_t control_prepare(rr_worker *w, rr_uring *u)
 {
+    uint32_t nclose = 0;
     if (w->nclosing) {
         for (uint32_t i = 0; i < w->nclosing; i++) {
             struct io_uring_sqe *sqe = get_sqe(w, u);
@@ -476,15 +486,12 @@ static void control(rr_worker *w, rr_uring *u)
             io_uring_prep_cancel64(sqe, user_data(RR_UD_RECV, w->closing[i].token), IORING_ASYNC_CANCEL_ALL);
             io_uring_sqe_set_data64(sqe, user_data(RR_UD_CANCEL, 0));
         }
-        flush(w, u); /* cancellation of a poll-armed receive is decided inside the submit */
         for (uint32_t i = 0; i < w->nclosing; i++)
-            close(w->closing[i].fd);
+            u->closing[i] = w->closing[i].fd;
+        nclose = w->nclosing;
         w->nclosing = 0;
-        /* run the cancelled requests' completion: that drops their socket
-         * references, and the sockets are released on the way back to user space */
-        io_uring_get_events(&u->ring);
         w->close_done = w->close_requested;
-        pthread_cond_broadcast(&w->cond);
+        pthread_cond_broadcast(&w->cond); /* free() callers waiting for queue room */
     }
     for (uint32_t i = 0; i < w->narm; i++) {
         rr_session *s = rr_token_session(w->engine, w->arm_queue[i]);
@@ -506,17 +513,39 @@ static void control(rr_worker *w, rr_uring *u)
     }
     if (!u->wake_armed)
         arm_wake(w, u);
-    flush(w, u);
+    return nclose;
+}
+
+static void control_finish(rr_worker *w, rr_uring *u, uint32_t nclose)
+{
+    flush(w, u); /* cancellation of a poll-armed receive is decided inside the submit */
+    if (nclose) {
+        for (uint32_t i = 0; i < nclose; i++)
+            close(u->closing[i]);
+        /* run the cancelled requests' completion: that drops their socket
+         * references, and the sockets are released on the way back to user space */
+        io_uring_get_events(&u->ring);
+    }
+}
+
+/* Both steps under the lock the caller holds (start-up and shutdown). */
+static void control(rr_worker *w, rr_uring *u)
+{
+    control_finish(w, u, control_prepare(w, u));
 }
 
 void rr_uring_session_added(rr_worker *w, uint32_t slot, uint32_t gen)
 {
     if (!w->ring_live)
         return; /* the worker arms every active session when it starts */
+    /* one wake-up per batch of control work: a pending one will see this too */
+    int wake = w->narm == 0 && w->nclosing == 0;
     w->arm_queue[w->narm++] = rr_make_id(slot, gen);
-    uint64_t one = 1;
-    ssize_t r = write(w->wake_fd, &one, sizeof(one));
-    (void)r;
+    if (wake) {
+        uint64_t one = 1;
+        ssize_t r = write(w->wake_fd, &one, sizeof(one));
+        (void)r;
+    }
 }
 
 void rr_uring_session_closing(rr_worker *w, rr_session *s, uint32_t slot, uint32_t old_gen)
@@ -532,7 +561,7 @@ void rr_uring_session_closing(rr_worker *w, rr_session *s, uint32_t slot, uint32
         }
         return;
     }
-    int wake = w->nclosing == 0; /* otherwise a wake-up is already pending */
+    int wake = w->nclosing == 0 && w->narm == 0; /* otherwise a wake-up is already pending */
     for (int l = 0; l < 2; l++) {
         w->closing[w->nclosing++] = (rr_closing){s->leg[l].rtp.fd, rr_make_token(slot, old_gen, l, 0)};
         w->closing[w->nclosing++] = (rr_closing){s->leg[l].rtcp.fd, rr_make_token(slot, old_gen, l, 1)};
@@ -647,7 +676,13 @@ void *rr_uring_worker_main(void *arg)
                 break;
         }
         flush(w, u);
-        control(w, u);
+        /* The sends are submitted (the kernel has read their addresses from the
+         * sessions): the rest of the round's system calls need no lock.  If the SQ
+         * could not be emptied, sends are still queued and all stays locked. */
+        int unlocked = io_uring_sq_ready(&u->ring) == 0;
+        uint32_t nclose = control_prepare(w, u);
+        if (!unlocked)
+            control_finish(w, u, nclose);
         int64_t done = rr_now_ns();
         if (packets)
             rr_note_round(w, now, done, rr_thread_cpu_ns() - cpu0);
@@ -656,6 +691,8 @@ void *rr_uring_worker_main(void *arg)
             next_scan = done + RR_TIMEOUT_SCAN_NS;
         }
         pthread_mutex_unlock(&w->lock);
+        if (unlocked)
+            control_finish(w, u, nclose);
         busy = poll_ns > 0 && packets > 0;
     }
 

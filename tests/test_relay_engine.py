@@ -622,3 +622,61 @@ def test_worker_pinned_when_asked(backend: str) -> None:
         assert os.sched_getaffinity(tid) == {0}
     with pytest.raises(ValueError):
         RelayEngine(HOST, lo, hi, backend=backend, worker_cpus=[-1])
+
+
+def test_allocations_take_pairs_bound_ahead_by_the_keeper(engine: RelayEngine) -> None:
+    """The keeper thread binds spare pairs ahead of need, so allocate() does no socket calls on
+    the signalling thread; the pairs still come in FIFO order from the bottom of the range."""
+    assert wait_for(lambda: engine.counters()["ports_spare"] > 0)
+    before = engine.counters()
+    assert before["ports_free"] == before["ports_total"]  # spare ports still count as free
+    sids = [engine.allocate() for _ in range(4)]
+    ports = sorted(p for sid in sids for leg in engine.ports(sid) for p in leg)
+    lo = engine.port_min + engine.port_min % 2
+    assert ports == list(range(lo, lo + 16))  # the first 8 pairs, each RTP even, RTCP odd
+    after = engine.counters()
+    assert after["spare_hits"] - before["spare_hits"] == 4
+    assert after["spare_misses"] == before["spare_misses"]
+    assert after["ports_free"] == after["ports_total"] - 16
+    for sid in sids:
+        engine.free(sid)
+
+
+def test_stray_datagram_on_a_spare_port_is_dropped_not_latched(
+    engine: RelayEngine, peers: tuple[Peer, Peer]
+) -> None:
+    """A datagram that reaches a pre-bound spare port before any call owns it (a late stream of
+    the port's previous call, a scan) is drained at allocation: symmetric latching then learns
+    the real peer's address, not the stray's."""
+    a, b = peers
+    assert wait_for(lambda: engine.counters()["ports_spare"] >= 4)
+    lo = engine.port_min + engine.port_min % 2
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stray:
+        stray.bind((HOST, 0))
+        stray.sendto(rtp(99), (HOST, lo))  # leg A's RTP port of the next session
+        time.sleep(0.05)
+        sid = engine.allocate()
+        (a_rtp, _), _ = engine.ports(sid)
+        assert a_rtp == lo
+        assert engine.counters()["spare_drained"] == 1
+        engine.set_peer(sid, LEG_B, b.addr)
+        a.send(rtp(1), a_rtp)  # first packet after allocation: latches a
+        assert b.recv()[0] == rtp(1)
+        stray.sendto(rtp(2), (HOST, a_rtp))  # now a stranger: dropped and counted
+        assert b.nothing()
+    stats = engine.stats(sid)["a_to_b"]
+    assert stats["latched_rtp"] == a.addr and stats["unknown_source"] == 1
+
+
+def test_allocate_binds_its_own_pairs_without_a_running_keeper(backend: str) -> None:
+    """An engine that is not started has no keeper: allocate() binds the sockets itself."""
+    lo, hi = port_range()
+    e = RelayEngine(HOST, lo, hi, quarantine=30.0, backend=backend, start=False)
+    try:
+        sid = e.allocate()
+        c = e.counters()
+        assert c["spare_misses"] == 1 and c["spare_hits"] == 0 and c["ports_spare"] == 0
+        assert e.ports(sid)[0][0] == lo
+        e.free(sid)
+    finally:
+        e.close()
