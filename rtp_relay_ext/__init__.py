@@ -9,6 +9,7 @@ from rtp_relay_ext._relay import (
     DEFAULT_HOLD_TIMEOUT,
     DEFAULT_MEDIA_TIMEOUT,
     DEFAULT_QUARANTINE,
+    KERNEL_ENV,
     LATCH_STRICT,
     LATCH_SYMMETRIC,
     TIMING_BOUNDS_US,
@@ -17,6 +18,7 @@ from rtp_relay_ext._relay import (
     engine_version,
     io_uring_available,
     io_uring_status,
+    kernel_built,
     mos_g711,
     now,
 )
@@ -34,6 +36,7 @@ __all__ = [
     "DEFAULT_HOLD_TIMEOUT",
     "DEFAULT_MEDIA_TIMEOUT",
     "DEFAULT_QUARANTINE",
+    "KERNEL_ENV",
     "LATCH_STRICT",
     "LATCH_SYMMETRIC",
     "LEG_A",
@@ -49,6 +52,7 @@ __all__ = [
     "engine_version",
     "io_uring_available",
     "io_uring_status",
+    "kernel_built",
     "mos_g711",
     "now",
 ]

@@ -49,6 +49,7 @@ cdef extern from "relay_engine.h" nogil:
     int RR_OK, RR_ERR_NO_SESSION, RR_ERR_NO_SLOT, RR_ERR_NO_PORTS, RR_ERR_SOCKET, RR_ERR_ARG
     int RR_ERR_STATE, RR_ERR_UNSUPPORTED
     int RR_BACKEND_AUTO, RR_BACKEND_EPOLL, RR_BACKEND_IO_URING
+    int RR_KERNEL_OFF, RR_KERNEL_AUTO, RR_KERNEL_ON
     enum: RR_MAX_WORKERS
     enum: RR_LATE_BUCKETS
 
@@ -75,6 +76,7 @@ cdef extern from "relay_engine.h" nogil:
         int backend
         int ncpus
         int cpus[RR_MAX_WORKERS]
+        int kernel
 
     ctypedef struct rr_session_params:
         uint32_t clock_rate
@@ -94,6 +96,8 @@ cdef extern from "relay_engine.h" nogil:
         uint8_t rtcp_mux, latch_mode
         int64_t last_packet_ns
         uint64_t unknown_source, forwarded, no_destination, send_errors, truncated
+        uint64_t kernel_forwarded
+        uint8_t kernel
         rr_stream_report stats
 
     ctypedef struct rr_session_info:
@@ -127,6 +131,11 @@ cdef extern from "relay_engine.h" nogil:
         uint64_t spare_hits, spare_misses, spare_drained
         uint32_t realtime_workers
         uint32_t pinned_workers
+        uint32_t kernel_flows
+        uint64_t kernel_installs, kernel_withdrawals
+        uint64_t kernel_packets, kernel_bytes
+        uint64_t kernel_to_worker
+        uint64_t kernel_run_ns, kernel_run_cnt
 
     ctypedef struct rr_engine:
         pass
@@ -159,3 +168,5 @@ cdef extern from "relay_engine.h" nogil:
     int rr_engine_backend(const rr_engine *e)
     int rr_io_uring_status()
     int rr_io_uring_built()
+    int rr_engine_kernel(const rr_engine *e, const char **why)
+    int rr_kernel_built()

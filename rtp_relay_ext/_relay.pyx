@@ -62,6 +62,9 @@ _KIND_NAMES = {0: "rtp", 1: "dtmf", 2: "rtcp", 3: "not_rtp"}
 BACKEND_ENV = "RTP_RELAY_BACKEND"
 _BACKENDS = {"auto": RR_BACKEND_AUTO, "epoll": RR_BACKEND_EPOLL, "io_uring": RR_BACKEND_IO_URING}
 _BACKEND_NAMES = {RR_BACKEND_EPOLL: "epoll", RR_BACKEND_IO_URING: "io_uring"}
+# Kernel fast path modes accepted by RelayEngine(kernel=...) and the RTP_RELAY_KERNEL variable.
+KERNEL_ENV = "RTP_RELAY_KERNEL"
+_KERNEL_MODES = {"off": RR_KERNEL_OFF, "auto": RR_KERNEL_AUTO, "on": RR_KERNEL_AUTO}
 # Upper bounds (microseconds) of the timing histogram buckets in counters(); the last is open.
 TIMING_BOUNDS_US = (100, 500, 1000, 2000, 10000)
 
@@ -80,6 +83,11 @@ def io_uring_status() -> str | None:
     if rc == 0:
         return None
     return f"the kernel refused it: {os.strerror(-rc)}"
+
+
+def kernel_built() -> bool:
+    """True if the extension was compiled with the kernel fast path (clang and libbpf-dev)."""
+    return rr_kernel_built() == 1
 
 
 def io_uring_available() -> bool:
@@ -172,6 +180,8 @@ cdef dict _leg(const rr_leg_info *li):
         strict=li.latch_mode == RR_LATCH_STRICT,
         last_packet=li.last_packet_ns / NS_PER_SECOND if li.last_packet_ns else None,
         forwarded=li.forwarded,
+        kernel_forwarded=li.kernel_forwarded,
+        kernel=bool(li.kernel),
         unknown_source=li.unknown_source,
         no_destination=li.no_destination,
         send_errors=li.send_errors,
@@ -225,6 +235,7 @@ cdef class RelayEngine:
         rt_priority: int = 0,
         backend: str | None = None,
         worker_cpus: list[int] | tuple[int, ...] | None = None,
+        kernel: str | None = None,
         start: bool = True,
     ) -> None:
         """Create the engine and (by default) start its worker threads.
@@ -234,6 +245,12 @@ cdef class RelayEngine:
         environment variable, default "auto".  ``engine.backend`` tells which
         runs.  Asking for "io_uring" where it cannot run raises RelayError.
         ``worker_cpus`` pins worker i to CPU worker_cpus[i % len(worker_cpus)].
+
+        ``kernel`` is the kernel fast path (README.md): "auto" (default; None reads
+        RTP_RELAY_KERNEL) relays latched IPv4 RTP in a BPF program when the
+        extension has it and the process may load it (CAP_BPF, CAP_NET_ADMIN,
+        Linux 6.6+), else through the workers; "on" raises RelayError where it
+        cannot; "off" never.  ``engine.kernel`` and ``engine.kernel_status`` tell.
 
         ``poll_interval`` (seconds, 0 = always block in epoll_wait) trades at most
         that much added latency for not paying a thread wakeup per packet under load.
@@ -274,6 +291,12 @@ cdef class RelayEngine:
         cfg.ncpus = len(cpus)
         for i, cpu in enumerate(cpus):
             cfg.cpus[i] = cpu
+        if kernel is None:
+            import os
+            kernel = os.environ.get(KERNEL_ENV, "auto") or "auto"
+        if kernel not in _KERNEL_MODES:
+            raise ValueError(f"kernel must be one of {sorted(_KERNEL_MODES)}, not {kernel!r}")
+        cfg.kernel = _KERNEL_MODES[kernel]
         self._e = rr_engine_new(&cfg, &err)
         if self._e == NULL:
             if err == RR_ERR_ARG:
@@ -282,6 +305,10 @@ cdef class RelayEngine:
         self.bind_ip = bind_ip
         self.port_min = port_min
         self.port_max = port_max
+        if kernel == "on" and not self.kernel:
+            reason = self.kernel_status
+            self.close()
+            raise RelayError(f"kernel fast path unavailable: {reason}")
         if start:
             self.start()
 
@@ -295,6 +322,19 @@ cdef class RelayEngine:
         if self._e == NULL:
             raise RelayError("engine is closed")
         return self._e
+
+    @property
+    def kernel(self) -> bool:
+        """True when the kernel fast path is attached (latched RTP relayed in the kernel)."""
+        cdef const char *why
+        return rr_engine_kernel(self._engine(), &why) == 1
+
+    @property
+    def kernel_status(self) -> str:
+        """Where the kernel fast path is attached, or why it is off."""
+        cdef const char *why
+        rr_engine_kernel(self._engine(), &why)
+        return why.decode()
 
     @property
     def backend(self) -> str:
@@ -573,6 +613,14 @@ cdef class RelayEngine:
             "late_naps": [c.late[i] for i in range(RR_LATE_BUCKETS)],
             "round_work": [c.work[i] for i in range(RR_LATE_BUCKETS)],
             "round_stall": [c.stall[i] for i in range(RR_LATE_BUCKETS)],
+            "kernel_flows": c.kernel_flows,
+            "kernel_installs": c.kernel_installs,
+            "kernel_withdrawals": c.kernel_withdrawals,
+            "kernel_packets": c.kernel_packets,
+            "kernel_bytes": c.kernel_bytes,
+            "kernel_to_worker": c.kernel_to_worker,
+            "kernel_run_ns": c.kernel_run_ns,
+            "kernel_run_cnt": c.kernel_run_cnt,
         }
 
     def worker_tids(self) -> list[int]:

@@ -3,15 +3,18 @@
  * lives in relay_uring.c.  See relay_engine.h and relay_internal.h. */
 #define _GNU_SOURCE
 #include "relay_internal.h"
+#include "relay_kfwd.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/ip.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -35,6 +38,11 @@
  * leaves quarantine: no busier than this, whatever the release times. */
 #define RR_KEEPER_RETRY_NS (1000LL * 1000)
 #define RR_KEEPER_FAIL_RETRY_NS (100LL * 1000 * 1000)
+
+/* A direction whose packet needed the worker (a telephone-event, RTP with an
+ * extension) stays on the worker this long before the kernel takes it back: a
+ * DTMF event lasts well under a second, and each hand-over costs two syscalls. */
+#define RR_KFWD_BACKOFF_NS (1000LL * 1000 * 1000)
 
 static const int64_t late_bounds_us[RR_LATE_BUCKETS - 1] = RR_LATE_BOUNDS_US;
 
@@ -188,6 +196,115 @@ rr_session *rr_token_session(rr_engine *e, uint64_t token)
     return s;
 }
 
+/* ---------------------------------------------------------------- kernel fast path */
+
+/* Take the kernel's copy of a direction's stats: its RTP fields are current, but
+ * RTCP and non-RTP packets still reach the worker, which counted them in `user`. */
+static void kf_merge(rr_stream_stats *user, const rr_stream_stats *kern)
+{
+    uint64_t rtcp_packets = user->rtcp_packets, rtcp_bytes = user->rtcp_bytes, non_rtp = user->non_rtp;
+    *user = *kern;
+    user->rtcp_packets = rtcp_packets;
+    user->rtcp_bytes = rtcp_bytes;
+    user->non_rtp = non_rtp;
+}
+
+/* Newest packet the kernel relayed for the direction from leg l's peer (0: none
+ * in this session: the array slot may still hold a previous session's time). */
+static int64_t kf_last_seen(const rr_engine *e, const rr_session *s, uint32_t slot, int l)
+{
+    if (!e->kfwd || !s->leg[l].kf_on)
+        return 0;
+    int64_t t = rr_kfwd_last_seen(e->kfwd, slot * 2 + (uint32_t)l);
+    return t > s->created_ns ? t : 0;
+}
+
+static int64_t leg_last_packet(const rr_engine *e, const rr_session *s, uint32_t slot, int l)
+{
+    int64_t k = kf_last_seen(e, s, slot, l);
+    return k > s->leg[l].last_packet_ns ? k : s->leg[l].last_packet_ns;
+}
+
+/* Give the direction from leg l's peer back to the worker (caller holds the
+ * worker lock): the kernel's stats and counts come home. */
+static void kf_withdraw(rr_engine *e, rr_session *s, uint32_t slot, int l)
+{
+    rr_leg *L = &s->leg[l];
+    if (!L->kf_on)
+        return;
+    L->last_packet_ns = leg_last_packet(e, s, slot, l);
+    rr_stream_stats kern;
+    uint64_t fw = 0;
+    if (rr_kfwd_withdraw(e->kfwd, L->rtp.local_port, &kern, &fw) == 0) {
+        kf_merge(&L->stats, &kern);
+        L->kf_forwarded += fw;
+        L->forwarded += fw;
+    }
+    L->kf_on = 0;
+    __atomic_fetch_sub(&e->kf_flows, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&e->kf_withdrawals, 1, __ATOMIC_RELAXED);
+}
+
+static void kf_withdraw_both(rr_engine *e, rr_session *s, uint32_t slot)
+{
+    kf_withdraw(e, s, slot, 0);
+    kf_withdraw(e, s, slot, 1);
+}
+
+/* Take back from the kernel the directions of session `s` whose source or
+ * destination moved or that no longer qualify, and (with `install`) hand it those
+ * it can carry (caller holds the worker lock).  A direction qualifies when its
+ * source is latched, the other leg has an address, both are IPv4, nothing taps or
+ * replaces its audio, and no packet of it needed the worker within
+ * RR_KFWD_BACKOFF_NS.  Installing waits for the worker's timeout scan and for an
+ * empty socket queue: datagrams still queued would leave after the kernel's
+ * newer ones, out of order. */
+static void kf_refresh(rr_engine *e, rr_session *s, uint32_t slot, int64_t now, int install)
+{
+    if (!e->kfwd)
+        return;
+    for (int l = 0; l < 2; l++) {
+        rr_leg *in = &s->leg[l];
+        rr_leg *out = &s->leg[l ^ 1];
+        const rr_sockaddr *dst = destination(&out->rtp);
+        int ok = in->rtp.latched.sa.sa_family == AF_INET && dst && dst->sa.sa_family == AF_INET &&
+                 !in->tap && !out->inject && now >= in->kf_block_until_ns;
+        if (in->kf_on && (!ok || memcmp(&in->kf_src, &in->rtp.latched, sizeof(rr_sockaddr)) ||
+                          memcmp(&in->kf_dst, dst, sizeof(rr_sockaddr))))
+            kf_withdraw(e, s, slot, l);
+        if (!ok || in->kf_on || !install)
+            continue;
+        int queued = 0;
+        if (ioctl(in->rtp.fd, FIONREAD, &queued) == 0 && queued > 0)
+            continue; /* the worker drains it first; the next scan tries again */
+        if (rr_kfwd_install(e->kfwd, in->rtp.local_port, &in->rtp.latched, out->rtp.local_port, dst,
+                            in->rtcp_mux, slot * 2 + (uint32_t)l, &in->stats) != 0) {
+            in->kf_block_until_ns = now + RR_KFWD_BACKOFF_NS; /* map full or refused: later */
+            continue;
+        }
+        in->kf_on = 1;
+        in->kf_src = in->rtp.latched;
+        in->kf_dst = *dst;
+        __atomic_fetch_add(&e->kf_flows, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&e->kf_installs, 1, __ATOMIC_RELAXED);
+    }
+}
+
+/* A packet on leg `in`'s RTP port that the RTP accounting would count into the
+ * sequence state (so the kernel's copy must come home first). */
+static int touches_rtp_state(const rr_leg *in, const uint8_t *pkt, unsigned len)
+{
+    if (len < RR_RTP_HEADER_LEN || (pkt[0] >> 6) != 2)
+        return 0;
+    return !(in->rtcp_mux && pkt[1] >= RR_RTCP_MUX_PT_MIN && pkt[1] <= RR_RTCP_MUX_PT_MAX);
+}
+
+int rr_engine_kernel(const rr_engine *e, const char **why)
+{
+    *why = e->kfwd_status;
+    return e->kfwd != NULL;
+}
+
 const rr_sockaddr *rr_relay_packet(rr_worker *w, rr_session *s, uint64_t token, const uint8_t *pkt,
                                    unsigned len, const rr_sockaddr *src, int truncated, int64_t now,
                                    int *out_fd)
@@ -202,12 +319,20 @@ const rr_sockaddr *rr_relay_packet(rr_worker *w, rr_session *s, uint64_t token, 
         in->truncated++;
         return NULL;
     }
+    int was_latched = ep->latched.sa.sa_family != 0;
     if (!accept_source(in, ep, src)) {
         ep->unknown_source++;
         return NULL;
     }
     in->last_packet_ns = now;
     s->timeout_reported = 0;
+    uint32_t slot = (uint32_t)token;
+    if (!rtcp && in->kf_on && touches_rtp_state(in, pkt, len)) {
+        /* The kernel left it to us (DTMF, RTP with extensions...): its stats come home
+         * before this packet is counted, and it stays here a while. */
+        kf_withdraw(w->engine, s, slot, leg);
+        in->kf_block_until_ns = now + RR_KFWD_BACKOFF_NS;
+    }
     int kind;
     if (rtcp) {
         in->stats.rtcp_packets++;
@@ -225,6 +350,8 @@ const rr_sockaddr *rr_relay_packet(rr_worker *w, rr_session *s, uint64_t token, 
     rr_endpoint *oep = &out->rtp;
     if (kind == RR_PKT_RTCP && !out->rtcp_mux)
         oep = &out->rtcp;
+    if (!rtcp && !was_latched)
+        kf_refresh(w->engine, s, slot, now, 0); /* a source learned: a direction's destination moved */
     const rr_sockaddr *dst = destination(oep);
     if (!dst) {
         in->no_destination++;
@@ -330,13 +457,14 @@ static void process_socket(rr_worker *w, uint64_t token, int64_t now)
 }
 
 /* When the session last showed life: a packet on either leg, or a restart of its idle clock. */
-static inline int64_t session_last_activity(const rr_session *s)
+static inline int64_t session_last_activity(const rr_engine *e, const rr_session *s, uint32_t slot)
 {
     int64_t last = s->idle_from_ns;
-    if (s->leg[0].last_packet_ns > last)
-        last = s->leg[0].last_packet_ns;
-    if (s->leg[1].last_packet_ns > last)
-        last = s->leg[1].last_packet_ns;
+    for (int l = 0; l < 2; l++) {
+        int64_t t = leg_last_packet(e, s, slot, l);
+        if (t > last)
+            last = t;
+    }
     return last;
 }
 
@@ -346,12 +474,23 @@ void rr_scan_timeouts(rr_worker *w, int64_t now)
     for (uint32_t k = 0; k < w->nactive; k++) {
         uint32_t slot = w->active[k];
         rr_session *s = &e->sessions[slot];
+        if (e->kfwd) {
+            for (int l = 0; l < 2; l++) {
+                int64_t t = kf_last_seen(e, s, slot, l);
+                if (t > s->leg[l].last_packet_ns) { /* media flowed in the kernel */
+                    s->leg[l].last_packet_ns = t;
+                    s->timeout_reported = 0;
+                }
+            }
+            if (!s->leg[0].kf_on || !s->leg[1].kf_on)
+                kf_refresh(e, s, slot, now, 1); /* new latches, a back-off ended, a restart */
+        }
         if (s->timeout_reported)
             continue;
         int64_t limit = s->held ? s->hold_timeout_ns : s->timeout_ns;
         if (limit <= 0)
             continue;
-        int64_t last = session_last_activity(s);
+        int64_t last = session_last_activity(e, s, slot);
         if (now - last < limit)
             continue;
         rr_event ev;
@@ -614,6 +753,18 @@ rr_engine *rr_engine_new(const rr_config *cfg, int *err)
         }
     }
     raise_nofile_limit();
+    if (cfg->kernel != RR_KERNEL_OFF) {
+        /* Two flow entries per session slot: one per direction. */
+        int rc = rr_kfwd_open(&cfg->bind_addr, e->capacity * 2, &e->kfwd, e->kfwd_status,
+                              sizeof(e->kfwd_status));
+        if (rc && cfg->kernel == RR_KERNEL_ON) {
+            *err = RR_ERR_UNSUPPORTED;
+            errno = -rc;
+            goto fail;
+        }
+    } else {
+        snprintf(e->kfwd_status, sizeof(e->kfwd_status), "off (asked for)");
+    }
     *err = RR_OK;
     return e;
 fail:
@@ -662,6 +813,21 @@ int rr_engine_start(rr_engine *e)
     return RR_OK;
 }
 
+/* A stopped engine relays nothing: the kernel gives every direction back (the
+ * workers' timeout scan hands them over again once the engine runs). */
+static void kf_withdraw_all(rr_engine *e)
+{
+    if (!e->kfwd)
+        return;
+    for (int i = 0; i < e->nworkers; i++) {
+        rr_worker *w = &e->workers[i];
+        pthread_mutex_lock(&w->lock);
+        for (uint32_t k = 0; k < w->nactive; k++)
+            kf_withdraw_both(e, &e->sessions[w->active[k]], w->active[k]);
+        pthread_mutex_unlock(&w->lock);
+    }
+}
+
 void rr_engine_stop(rr_engine *e)
 {
     keeper_stop(e);
@@ -677,6 +843,8 @@ void rr_engine_stop(rr_engine *e)
         w->started = 0;
         atomic_store(&w->tid, 0);
     }
+    if (e->workers && e->sessions)
+        kf_withdraw_all(e);
     e->running = 0;
 }
 
@@ -696,6 +864,8 @@ void rr_engine_free(rr_engine *e)
     if (!e)
         return;
     rr_engine_stop(e);
+    rr_kfwd_close(e->kfwd);
+    e->kfwd = NULL;
     if (e->sessions) {
         for (uint32_t i = 0; i < e->capacity; i++)
             if (e->sessions[i].in_use)
@@ -1063,7 +1233,8 @@ int rr_session_alloc(rr_engine *e, const rr_session_params *p, uint64_t *id_out)
     return RR_OK;
 }
 
-static void fill_info(const rr_session *s, rr_session_info *o)
+/* Caller holds the worker lock; directions the kernel carries are read from it. */
+static void fill_info(rr_engine *e, const rr_session *s, uint32_t slot, rr_session_info *o)
 {
     memset(o, 0, sizeof(*o));
     o->held = s->held;
@@ -1081,13 +1252,23 @@ static void fill_info(const rr_session *s, rr_session_info *o)
         li->latched_rtcp = L->rtcp.latched;
         li->rtcp_mux = L->rtcp_mux;
         li->latch_mode = L->latch_mode;
-        li->last_packet_ns = L->last_packet_ns;
+        li->last_packet_ns = leg_last_packet(e, s, slot, l);
         li->unknown_source = L->rtp.unknown_source + L->rtcp.unknown_source;
         li->forwarded = L->forwarded;
+        li->kernel_forwarded = L->kf_forwarded;
+        li->kernel = L->kf_on;
         li->no_destination = L->no_destination;
         li->send_errors = L->send_errors;
         li->truncated = L->truncated;
-        rr_stream_report_get(&L->stats, &li->stats);
+        rr_stream_stats st = L->stats;
+        rr_stream_stats kern;
+        uint64_t fw;
+        if (L->kf_on && rr_kfwd_read(e->kfwd, L->rtp.local_port, &kern, &fw) == 0) {
+            kf_merge(&st, &kern);
+            li->forwarded += fw;
+            li->kernel_forwarded += fw;
+        }
+        rr_stream_report_get(&st, &li->stats);
     }
 }
 
@@ -1097,8 +1278,9 @@ int rr_session_free(rr_engine *e, uint64_t id, rr_session_info *final_info)
     rr_session *s = lock_session(e, id, &w);
     if (!s)
         return RR_ERR_NO_SESSION;
+    kf_withdraw_both(e, s, (uint32_t)id);
     if (final_info)
-        fill_info(s, final_info);
+        fill_info(e, s, (uint32_t)id, final_info);
     uint16_t ports[2] = {s->leg[0].rtp.local_port, s->leg[1].rtp.local_port};
     uint32_t slot = (uint32_t)id;
     uint32_t old_gen = s->gen;
@@ -1141,6 +1323,7 @@ int rr_session_set_peer(rr_engine *e, uint64_t id, int leg, const rr_peer *peer)
     rr_session *s = lock_session(e, id, &w);
     if (!s)
         return RR_ERR_NO_SESSION;
+    kf_withdraw_both(e, s, (uint32_t)id); /* both directions read this leg's addresses */
     rr_leg *L = &s->leg[leg];
     L->rtp.signalled = peer->rtp;
     if (peer->rtcp.sa.sa_family) {
@@ -1216,6 +1399,7 @@ int rr_session_set_media(rr_engine *e, uint64_t id, uint32_t clock_rate, int dtm
     rr_session *s = lock_session(e, id, &w);
     if (!s)
         return RR_ERR_NO_SESSION;
+    kf_withdraw_both(e, s, (uint32_t)id); /* the kernel's copies carry the old clock and DTMF type */
     for (int l = 0; l < 2; l++) {
         rr_stream_stats *st = &s->leg[l].stats;
         if (st->clock_rate != clock_rate) {
@@ -1234,7 +1418,7 @@ int rr_session_info_get(rr_engine *e, uint64_t id, rr_session_info *out)
     rr_session *s = lock_session(e, id, &w);
     if (!s)
         return RR_ERR_NO_SESSION;
-    fill_info(s, out);
+    fill_info(e, s, (uint32_t)id, out);
     pthread_mutex_unlock(&w->lock);
     return RR_OK;
 }
@@ -1261,7 +1445,7 @@ size_t rr_sessions_idle_since(rr_engine *e, int64_t since_ns, uint64_t *ids, siz
         pthread_mutex_lock(&w->lock);
         for (uint32_t k = 0; k < w->nactive && n < max; k++) {
             rr_session *s = &e->sessions[w->active[k]];
-            if (session_last_activity(s) < since_ns)
+            if (session_last_activity(e, s, w->active[k]) < since_ns)
                 ids[n++] = rr_make_id(w->active[k], s->gen);
         }
         pthread_mutex_unlock(&w->lock);
@@ -1295,12 +1479,25 @@ void rr_engine_counters_get(rr_engine *e, rr_engine_counters *o)
     pthread_mutex_unlock(&e->ev_lock);
     pthread_mutex_lock(&e->ctl_lock);
     o->sessions = e->nsessions;
-    o->ports_free = (e->pool_count + e->spare_count) * 2;
+    /* the pair the keeper is binding is off the FIFO but not yet a spare: still free */
+    o->ports_free = (e->pool_count + e->spare_count + (uint32_t)e->keeper_binding) * 2;
     o->ports_spare = e->spare_count * 2;
     o->ports_total = e->pool_cap * 2;
     o->spare_hits = e->spare_hits;
     o->spare_misses = e->spare_misses;
     o->spare_drained = __atomic_load_n(&e->spare_drained, __ATOMIC_RELAXED);
+    if (e->kfwd) {
+        rr_kf_totals t;
+        rr_kfwd_totals(e->kfwd, &t, &o->kernel_run_ns, &o->kernel_run_cnt);
+        o->kernel_packets = t.packets;
+        o->packets_in += t.packets; /* relayed, whichever path carried them */
+        o->packets_out += t.packets;
+        o->kernel_bytes = t.bytes;
+        o->kernel_to_worker = t.to_worker;
+        o->kernel_flows = __atomic_load_n(&e->kf_flows, __ATOMIC_RELAXED);
+        o->kernel_installs = __atomic_load_n(&e->kf_installs, __ATOMIC_RELAXED);
+        o->kernel_withdrawals = __atomic_load_n(&e->kf_withdrawals, __ATOMIC_RELAXED);
+    }
     pthread_mutex_unlock(&e->ctl_lock);
 }
 

@@ -44,6 +44,13 @@ enum {
     RR_ERR_UNSUPPORTED = -7,  /* the requested backend is not built in or the kernel refuses it; errno tells */
 };
 
+/* The kernel fast path (relay_kfwd.h): latched RTP relayed by a BPF program. */
+enum {
+    RR_KERNEL_OFF = 0,        /* every packet through the workers */
+    RR_KERNEL_AUTO = 1,       /* when built in and the kernel allows it, else off (the reason is kept) */
+    RR_KERNEL_ON = 2,         /* required: rr_engine_new fails with RR_ERR_UNSUPPORTED otherwise */
+};
+
 enum {
     RR_BACKEND_AUTO = 0,      /* io_uring when built in and usable, else epoll */
     RR_BACKEND_EPOLL = 1,
@@ -81,6 +88,7 @@ typedef struct rr_config {
     int backend;              /* RR_BACKEND_* */
     int ncpus;                /* worker i is pinned to cpus[i % ncpus]; 0 = not pinned */
     int cpus[RR_MAX_WORKERS];
+    int kernel;               /* RR_KERNEL_* */
 } rr_config;
 
 typedef struct rr_session_params {
@@ -121,7 +129,13 @@ typedef struct rr_leg {       /* the side of the call that faces one peer */
     uint64_t no_destination;  /* dropped: other leg has no address yet */
     uint64_t send_errors;     /* dropped: sendmmsg refused (buffer full, unreachable) */
     uint64_t truncated;       /* dropped: larger than RR_MAX_PACKET */
-    rr_stream_stats stats;    /* packets received from this leg's peer */
+    rr_stream_stats stats;    /* packets received from this leg's peer (while the kernel carries
+                                 this leg's RTP, its RTP fields live in the kernel's flow entry) */
+    /* Kernel fast path of the direction from this leg's peer (relay_kfwd.h). */
+    uint8_t kf_on;            /* a flow entry carries this leg's RTP */
+    rr_sockaddr kf_src, kf_dst; /* the entry's source and destination, to notice changes */
+    int64_t kf_block_until_ns; /* not offloaded again before this (a packet needed the worker) */
+    uint64_t kf_forwarded;    /* packets the kernel relayed for flows of this leg since withdrawn */
     struct rr_tap *tap;       /* next step: NULL until a tap is attached */
     struct rr_inject *inject; /* next step: NULL until an injection source replaces this leg's output */
 } rr_leg;
@@ -149,6 +163,8 @@ typedef struct rr_leg_info {
     uint8_t rtcp_mux, latch_mode;
     int64_t last_packet_ns;
     uint64_t unknown_source, forwarded, no_destination, send_errors, truncated;
+    uint64_t kernel_forwarded; /* of forwarded: relayed by the kernel fast path */
+    uint8_t kernel;           /* the kernel carries this leg's RTP now */
     rr_stream_report stats;
 } rr_leg_info;
 
@@ -191,6 +207,12 @@ typedef struct rr_engine_counters {
     uint64_t spare_drained;    /* stray datagrams found queued on a spare pair and dropped */
     uint32_t realtime_workers; /* workers that obtained SCHED_FIFO */
     uint32_t pinned_workers;   /* workers pinned to a CPU */
+    /* Kernel fast path (zero when it is off) */
+    uint32_t kernel_flows;     /* directions the kernel carries now */
+    uint64_t kernel_installs, kernel_withdrawals;
+    uint64_t kernel_packets, kernel_bytes; /* relayed by the kernel */
+    uint64_t kernel_to_worker; /* matched a flow but needed the worker (DTMF, RTCP mux, odd RTP) */
+    uint64_t kernel_run_ns, kernel_run_cnt; /* program run time (kernel.bpf_stats_enabled=1) */
 } rr_engine_counters;
 
 typedef struct rr_engine rr_engine;
@@ -227,5 +249,9 @@ int rr_engine_backend(const rr_engine *e);
 int rr_io_uring_status(void);
 /* 1 if the extension was compiled with the io_uring backend (liburing present), else 0. */
 int rr_io_uring_built(void);
+/* 1 if the kernel path is attached; why says why not (or where it is attached). */
+int rr_engine_kernel(const rr_engine *e, const char **why);
+/* 1 if the extension was compiled with the kernel fast path (clang + libbpf present). */
+int rr_kernel_built(void);
 
 #endif

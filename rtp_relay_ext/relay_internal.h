@@ -99,8 +99,14 @@ typedef struct rr_spare {
 /* The keeper refills when fewer pairs than this are left. */
 #define RR_SPARE_LOW 32
 
+struct rr_kfwd;
+
 struct rr_engine {
     rr_config cfg;
+    struct rr_kfwd *kfwd;      /* kernel fast path, NULL when off */
+    char kfwd_status[512];     /* why it is off, or where it is attached */
+    uint64_t kf_installs, kf_withdrawals; /* atomics */
+    uint32_t kf_flows;         /* atomic */
     int backend;               /* RR_BACKEND_EPOLL or RR_BACKEND_IO_URING, never AUTO */
     rr_session *sessions;
     uint32_t capacity;

@@ -1,86 +1,13 @@
 /* RTP statistics (RFC 3550 A.1, A.3, A.8), RFC 4733 DTMF detection, G.711 E-model. */
-#include "rtp_stats.h"
+#include "rtp_stats_core.h"
 
 #include <string.h>
-
-/* Outcome of the RFC 3550 A.1 sequence check. */
-enum { SEQ_NEW = 0, SEQ_LATE = 1, SEQ_DUP = 2, SEQ_BAD = 3 };
-
-#define NS_PER_SEC 1000000000ull
 
 void rr_stream_init(rr_stream_stats *s, uint32_t clock_rate, int dtmf_pt)
 {
     memset(s, 0, sizeof(*s));
     s->clock_rate = clock_rate;
     s->dtmf_pt = (int16_t)dtmf_pt;
-}
-
-static uint64_t run_expected(const rr_stream_stats *s)
-{
-    if (!s->initialized)
-        return 0;
-    return (uint64_t)s->cycles + s->max_seq - s->base_seq + 1;
-}
-
-/* RFC 3550 A.1 init_seq, without probation: a relay forwards from the first packet,
- * so it counts from the first packet too. */
-static void seq_init(rr_stream_stats *s, uint16_t seq)
-{
-    s->base_seq = seq;
-    s->max_seq = seq;
-    s->bad_seq = RR_RTP_SEQ_MOD + 1; /* so seq == bad_seq is false */
-    s->cycles = 0;
-    s->received = 0;
-    s->seen = 0;
-    s->initialized = 1;
-}
-
-/* Close the current sequence run (SSRC change or restart) so that A.3 loss keeps
- * the history: loss is the sum over runs. */
-static void seq_close_run(rr_stream_stats *s)
-{
-    s->expected_prior += run_expected(s);
-    s->received_prior += s->received;
-    s->seq_resets++;
-}
-
-static int seq_update(rr_stream_stats *s, uint16_t seq)
-{
-    uint16_t udelta = (uint16_t)(seq - s->max_seq);
-
-    if (udelta == 0)
-        return SEQ_DUP; /* bit 0 (max_seq itself) is always set */
-    if (udelta < RR_MAX_DROPOUT) {
-        if (seq < s->max_seq)
-            s->cycles += RR_RTP_SEQ_MOD; /* wrapped */
-        s->max_seq = seq;
-        s->seen = udelta >= RR_SEQ_WINDOW ? 1 : ((s->seen << udelta) | 1);
-        s->received++;
-        return SEQ_NEW;
-    }
-    if (udelta <= RR_RTP_SEQ_MOD - RR_MAX_MISORDER) {
-        /* A very large jump: a restart if the next packet continues from it. */
-        if (seq == s->bad_seq) {
-            seq_close_run(s);
-            seq_init(s, seq);
-            s->seen = 1;
-            s->received = 1;
-            return SEQ_NEW;
-        }
-        s->bad_seq = (seq + 1) & (RR_RTP_SEQ_MOD - 1);
-        return SEQ_BAD;
-    }
-    /* Late: max_seq - seq is 1..RR_MAX_MISORDER. */
-    uint16_t back = (uint16_t)(s->max_seq - seq);
-    if (back < RR_SEQ_WINDOW) {
-        unsigned __int128 bit = (unsigned __int128)1 << back;
-        if (s->seen & bit)
-            return SEQ_DUP;
-        s->seen |= bit;
-    }
-    s->received++;
-    s->out_of_order++;
-    return SEQ_LATE;
 }
 
 char rr_dtmf_digit(uint8_t event)
@@ -173,53 +100,17 @@ int rr_stream_on_packet(rr_stream_stats *s, const uint8_t *pkt, size_t len, int6
     uint16_t seq = (uint16_t)((pkt[2] << 8) | pkt[3]);
     uint32_t ts = ((uint32_t)pkt[4] << 24) | ((uint32_t)pkt[5] << 16) | ((uint32_t)pkt[6] << 8) | pkt[7];
     uint32_t ssrc = ((uint32_t)pkt[8] << 24) | ((uint32_t)pkt[9] << 16) | ((uint32_t)pkt[10] << 8) | pkt[11];
+    int is_dtmf = s->dtmf_pt >= 0 && pt == (uint8_t)s->dtmf_pt;
 
-    s->packets++;
-    s->bytes += len;
-    if (!s->initialized) {
-        s->ssrc = ssrc;
-        seq_init(s, seq);
-        s->seen = 1;
-        s->received = 1;
-        s->have_transit = 0;
-        s->dtmf.active = 0;
-        s->dtmf.have_reported = 0;
-    } else if (ssrc != s->ssrc) {
-        /* New source (re-INVITE to another endpoint, or SSRC collision). */
-        seq_close_run(s);
-        s->ssrc = ssrc;
-        seq_init(s, seq);
-        s->seen = 1;
-        s->received = 1;
-        s->have_transit = 0;
-        s->dtmf.active = 0;
-        s->dtmf.have_reported = 0;
-    } else {
-        int r = seq_update(s, seq);
-        if (r == SEQ_DUP) {
-            s->duplicates++;
-            return pt == s->dtmf_pt ? RR_PKT_DTMF : RR_PKT_RTP;
-        }
-        if (r == SEQ_BAD)
-            return pt == s->dtmf_pt ? RR_PKT_DTMF : RR_PKT_RTP;
-    }
-    if (s->dtmf_pt >= 0 && pt == (uint8_t)s->dtmf_pt) {
+    if (!rr_stream_account_seq(s, seq, ssrc, (uint32_t)len))
+        return is_dtmf ? RR_PKT_DTMF : RR_PKT_RTP;
+    if (is_dtmf) {
         s->dtmf_packets++;
         /* Event timestamps stay at the event start, so they must not feed jitter. */
         *n_dtmf = rr_dtmf_on_payload(&s->dtmf, ts, pkt + hlen, len - hlen - pad, dtmf_out);
         return RR_PKT_DTMF;
     }
-    /* RFC 3550 A.8, arrival converted to the payload clock. */
-    uint32_t arrival_ts = (uint32_t)((unsigned __int128)(uint64_t)arrival_ns * s->clock_rate / NS_PER_SEC);
-    uint32_t transit = arrival_ts - ts;
-    if (s->have_transit) {
-        int32_t d = (int32_t)(transit - s->transit);
-        uint64_t ad = d < 0 ? (uint64_t)(-(int64_t)d) : (uint64_t)d;
-        /* J += (|D| - J) / 16, with J kept multiplied by 16 */
-        s->jitter_q4 = s->jitter_q4 + ad - ((s->jitter_q4 + 8) >> RR_JITTER_GAIN_SHIFT);
-    }
-    s->transit = transit;
-    s->have_transit = 1;
+    rr_stream_account_jitter(s, ts, arrival_ns);
     return RR_PKT_RTP;
 }
 
@@ -256,7 +147,7 @@ void rr_stream_report_get(const rr_stream_stats *s, rr_stream_report *o)
     o->seq_resets = s->seq_resets;
     o->ssrc = s->ssrc;
     o->extended_max_seq = s->initialized ? s->cycles + s->max_seq : 0;
-    o->expected = s->expected_prior + run_expected(s);
+    o->expected = s->expected_prior + rr_run_expected(s);
     o->lost = (int64_t)o->expected - (int64_t)(s->received_prior + s->received);
     o->loss_fraction = (o->expected && o->lost > 0) ? (double)o->lost / (double)o->expected : 0.0;
     o->jitter_ms = s->clock_rate ? ((double)s->jitter_q4 / 16.0) * 1000.0 / s->clock_rate : 0.0;

@@ -9,8 +9,22 @@
 #ifndef RR_RTP_STATS_H
 #define RR_RTP_STATS_H
 
+#ifdef __bpf__
+/* The kernel fast path (relay_kfwd.bpf.c) shares these structs and the per-packet
+ * accounting (rtp_stats_core.h); the BPF target has no libc headers. */
+#include <linux/types.h>
+typedef __u8 uint8_t;
+typedef __u16 uint16_t;
+typedef __u32 uint32_t;
+typedef __u64 uint64_t;
+typedef __s16 int16_t;
+typedef __s32 int32_t;
+typedef __s64 int64_t;
+typedef __u64 size_t;
+#else
 #include <stddef.h>
 #include <stdint.h>
+#endif
 
 /* RFC 3550 A.1: sequence numbers are 16 bits; cycles count multiples of this. */
 #define RR_RTP_SEQ_MOD (1u << 16)
@@ -80,7 +94,11 @@ typedef struct rr_stream_stats {
     uint64_t received;       /* unique packets of the current sequence run */
     uint64_t expected_prior; /* expected/received of runs closed by a restart */
     uint64_t received_prior;
-    unsigned __int128 seen;  /* bit k set: seq max_seq - k was received (RR_SEQ_WINDOW bits) */
+    /* bit k of the 128-bit window (seen_lo: k < 64, seen_hi: k - 64) set: seq max_seq - k
+     * was received (RR_SEQ_WINDOW bits).  Two words, not __int128: the BPF target has no
+     * 128-bit arithmetic and the kernel fast path shares this struct. */
+    uint64_t seen_lo;
+    uint64_t seen_hi;
     /* RFC 3550 A.8 state, in timestamp units; jitter is kept scaled by 16 as in A.8. */
     uint32_t transit;        /* arrival - RTP timestamp of the previous packet, modulo 2^32 */
     uint64_t jitter_q4;
@@ -109,6 +127,7 @@ enum {
     RR_PKT_NOT_RTP = 3,   /* forwarded without stats */
 };
 
+#ifndef __bpf__
 void rr_stream_init(rr_stream_stats *s, uint32_t clock_rate, int dtmf_pt);
 
 /* Classify and account one packet received at arrival_ns (monotonic nanoseconds).
@@ -128,5 +147,7 @@ int rr_dtmf_on_payload(rr_dtmf_state *d, uint32_t rtp_ts, const uint8_t *payload
 double rr_mos_g711(double loss_fraction, double jitter_ms, double base_delay_ms);
 
 char rr_dtmf_digit(uint8_t event);
+
+#endif /* !__bpf__ */
 
 #endif

@@ -199,7 +199,10 @@ class SbcApp:
             media_timeout=s.media_timeout,
             hold_timeout=s.media_hold_timeout,
             quarantine=s.rtp_port_quarantine,
+            kernel=s.rtp_kernel_forward,
         )
+        log.info("rtp relay on %s ports %d-%d (%s backend), kernel fast path: %s", s.rtp_ip, lo, hi,
+                 self.relay.backend, self.relay.kernel_status)  # fmt: skip
         assert self.loop is not None
         self.loop.add_reader(self.relay.events_fd, self._on_relay_events)
         return MediaManager(self.relay, s.rtp_advertised_ip or s.rtp_ip)

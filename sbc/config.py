@@ -11,7 +11,7 @@ import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
@@ -147,6 +147,14 @@ class Settings(BaseSettings):
         description=(
             "Seconds a freed relay port waits before reuse (late packets of the old call never reach"
             " a new one). Each call holds 4 ports: the range sustains (ports / 4) / (hold + this) calls/s"
+        ),
+    )
+    rtp_kernel_forward: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description=(
+            "Relay latched IPv4 RTP in the kernel (a BPF program on the relay address's interface):"
+            " auto when the build and the kernel allow it (root, Linux 6.6+), on = refuse to start"
+            " without it, off = every packet through the relay threads"
         ),
     )
     advertised_host: str | None = Field(None, description="Host written into Via/Contact when behind NAT")

@@ -8,6 +8,9 @@ need_apt=()
 command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
 # liburing lets the RTP relay build its io_uring backend; without it the epoll path is built.
 dpkg -s liburing-dev >/dev/null 2>&1 || need_apt+=(liburing-dev)
+# clang (BPF target) and libbpf build the relay's kernel fast path; without them it is left out.
+command -v clang >/dev/null 2>&1 || need_apt+=(clang)
+dpkg -s libbpf-dev >/dev/null 2>&1 || need_apt+=(libbpf-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq

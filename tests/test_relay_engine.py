@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from rtp_relay_ext import (
+    KERNEL_ENV,
     LEG_A,
     LEG_B,
     TIMING_BOUNDS_US,
@@ -71,20 +72,41 @@ def port_range() -> tuple[int, int]:
     return base, base + PORT_BLOCK - 1
 
 
-# Every behaviour test runs on both I/O backends; io_uring is skipped (with the
-# reason) where the build or the kernel does not offer it.
+def _kernel_status() -> str | None:
+    """None if the kernel fast path can attach here, else why not."""
+    lo, hi = port_range()
+    with RelayEngine(HOST, lo, hi, start=False, kernel="auto") as e:
+        return None if e.kernel else e.kernel_status
+
+
+KERNEL_STATUS = _kernel_status()
+_no_uring = pytest.mark.skipif(not io_uring_available(), reason=f"io_uring: {io_uring_status()}")
+_no_kernel = pytest.mark.skipif(KERNEL_STATUS is not None, reason=f"kernel path: {KERNEL_STATUS}")
+
+# Every behaviour test runs on both I/O backends, each with the kernel fast path off
+# (every packet through the workers) and on (latched RTP relayed by the BPF program);
+# what the build or the kernel does not offer is skipped with the reason.
 BACKENDS = [
-    "epoll",
-    pytest.param(
-        "io_uring",
-        marks=pytest.mark.skipif(not io_uring_available(), reason=f"io_uring: {io_uring_status()}"),
-    ),
+    pytest.param(("epoll", "off"), id="epoll"),
+    pytest.param(("io_uring", "off"), id="io_uring", marks=_no_uring),
+    pytest.param(("epoll", "on"), id="epoll-kernel", marks=_no_kernel),
+    pytest.param(("io_uring", "on"), id="io_uring-kernel", marks=[_no_uring, _no_kernel]),
 ]
 
 
 @pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    return request.param
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The I/O backend's name; the kernel mode reaches every engine the test makes through
+    RTP_RELAY_KERNEL."""
+    name, kernel = request.param
+    monkeypatch.setenv(KERNEL_ENV, kernel)
+    return name
+
+
+@pytest.fixture
+def kernel(backend: str) -> bool:
+    """True when this run of the test has the kernel fast path on."""
+    return os.environ[KERNEL_ENV] == "on"
 
 
 @pytest.fixture

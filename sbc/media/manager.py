@@ -150,8 +150,10 @@ class MediaManager:
 
 
 # The per-direction figures a CDR keeps (the engine reports more).
-# dtmf_packets: the RFC 4733 telephone-event packets among them (digits were sent that way).
-_CDR_KEYS = ("packets", "bytes", "lost", "jitter_ms", "out_of_order", "duplicates", "dtmf_packets", "mos")
+# dtmf_packets: the RFC 4733 telephone-event packets among them (digits were sent that way);
+# kernel_forwarded: of the packets relayed, those the kernel fast path carried.
+_CDR_KEYS = ("packets", "bytes", "lost", "jitter_ms", "out_of_order", "duplicates", "dtmf_packets", "mos",
+             "kernel_forwarded")  # fmt: skip
 
 
 def _summary(info: dict) -> dict:
