@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from loadtest.rtp_load import run
 from loadtest.rtp_load.__main__ import main
 
@@ -36,14 +38,29 @@ def test_each_backend_relays_every_packet_and_reports_where_time_went() -> None:
     backends = ["epoll"] + (["io_uring"] if io_uring_available() else [])
     for n, backend in enumerate(backends):
         result = run(
-            3, 0.3, port_min=PORT_MIN + 400 + 100 * n, backend=backend, relay_cpus=[0], generator_cpu=0
-        )
+            3, 0.3, port_min=PORT_MIN + 400 + 100 * n, backend=backend, relay_cpus=[0], generator_cpu=0,
+            kernel="off",
+        )  # fmt: skip
         assert result["backend"] == backend
         assert result["packets_received"] == result["packets_sent"] == 3 * 2 * int(0.3 / 0.020)
-        assert result["relay_pinned_workers"] == 1 and result["generator_pinned_threads"] == 2
+        assert result["relay_pinned_workers"] == 1
+        assert result["generator_pinned_threads"] == 1 + result["generator_senders"]  # receiver + senders
         assert sum(result["relay_round_work"]) == sum(result["relay_round_stall"]) > 0
         assert result["unaccounted_io_uring_threads"] == 0
         assert result["generator_tx_late_max_ms"] >= result["generator_tx_late_p99_ms"] >= 0
+
+
+def test_kernel_fast_path_run_counts_the_programs_cpu_as_relay_cpu() -> None:
+    from tests.test_relay_engine import KERNEL_STATUS
+
+    if KERNEL_STATUS is not None:
+        pytest.skip(f"kernel path: {KERNEL_STATUS}")
+    result = run(3, 1.0, port_min=PORT_MIN + 700, kernel="on")
+    assert result["kernel"] and result["packets_received"] == result["packets_sent"] == 3 * 2 * 50
+    # after the first packets and the next timeout scan, the kernel carries the streams
+    assert result["kernel_packets"] >= result["packets_sent"] // 2
+    assert result["kernel_prog_ns_per_packet"] > 0
+    assert result["relay_cpu_cores"] >= result["relay_thread_cpu_cores"]
 
 
 def test_sweep_summary_takes_medians_of_accepted_runs() -> None:

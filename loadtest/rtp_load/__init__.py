@@ -5,7 +5,7 @@ this process, allocates N sessions, points them at the native generator's
 loopback sockets, sends 20 ms G.711 packets (172 bytes, 50 pps) both ways for S
 seconds and prints one JSON object: counts, loss, relayed pps, added latency
 percentiles (send stamp in the payload to receive) and the CPU of the relay's
-worker threads.  Only 127.0.0.1 is ever addressed; the run is bounded by S plus
+worker threads (plus, with the kernel fast path, its BPF program's run time).  Only 127.0.0.1 is ever addressed; the run is bounded by S plus
 a short drain and stops by itself.
 
 What the latency includes: the sender stamps CLOCK_REALTIME just before each
@@ -43,6 +43,10 @@ DRAIN_NS = 500_000_000
 # GEN_RCVBUF absorb relay bursts without drops while costing few syscalls.
 SOCKETS_PER_SIDE = 4
 GEN_RCVBUF = 16 * 1024 * 1024
+# Generator sender threads: at 2000 calls (200k pps out) the loopback send path alone
+# needs about a core, and one late sender shows up as latency (its send stamp is taken
+# per batch); two keep each under half a core on this 2-core machine.
+GEN_SENDERS = 2
 # Ports per call: RTP+RTCP on each of two legs.
 PORTS_PER_CALL = 4
 # Spare relay ports beyond the need, so a port held by another process is skipped.
@@ -122,6 +126,25 @@ def raise_fd_limit(needed: int) -> int:
     return soft
 
 
+BPF_STATS = "/proc/sys/kernel/bpf_stats_enabled"
+
+
+def _write_bpf_stats(value: str) -> None:
+    with open(BPF_STATS, "w") as f:
+        f.write(value)
+
+
+def _enable_bpf_stats() -> str | None:
+    """Switch on BPF run-time accounting; returns the old setting to restore (None: could not)."""
+    try:
+        with open(BPF_STATS) as f:
+            old = f.read().strip()
+        _write_bpf_stats("1")
+    except OSError:
+        return None
+    return old
+
+
 def run(
     calls: int,
     seconds: float,
@@ -133,13 +156,18 @@ def run(
     relay_cpus: list[int] | None = None,
     generator_cpu: int = -1,
     poll_interval: float | None = None,
+    kernel: str | None = None,
+    senders: int = GEN_SENDERS,
 ) -> dict:
     """Run one load test and return its result (the JSON object printed by main).
 
     ``backend``: relay I/O backend ("epoll", "io_uring", "auto"; None = the
     engine's default).  ``relay_cpus`` pins the relay workers, ``generator_cpu``
     (>= 0) the generator's two threads.  ``poll_interval`` overrides the relay's
-    busy-poll nap (seconds).
+    busy-poll nap (seconds).  ``kernel`` is the relay's kernel fast path mode
+    ("auto", "on", "off"; None = the engine's default): with it on, the BPF
+    program's run time (kernel.bpf_stats_enabled, switched on for the run) counts
+    as relay CPU beside the worker threads'.
     """
     if not 1 <= calls <= MAX_CALLS:
         raise ValueError(f"calls must be 1..{MAX_CALLS}")
@@ -160,8 +188,10 @@ def run(
         rt_priority=rt_priority,
         backend=backend,
         worker_cpus=relay_cpus,
+        kernel=kernel,
         **options,
     )
+    stats_was = _enable_bpf_stats() if engine.kernel else None
     try:
         gen = Generator(calls, SOCKETS_PER_SIDE, GEN_RCVBUF)
         sessions = []
@@ -180,7 +210,7 @@ def run(
         m_cpu0 = MachineCpu.read()
         p_cpu0 = process_cpu()
         wall0 = time.monotonic()
-        g = gen.run(seconds, PTIME_NS, G711_PAYLOAD, TICK_NS, DRAIN_NS, rt_priority, generator_cpu)
+        g = gen.run(seconds, PTIME_NS, G711_PAYLOAD, TICK_NS, DRAIN_NS, rt_priority, generator_cpu, senders)
         wall = time.monotonic() - wall0
         late_tids = [t for t in io_uring_kernel_tids() if t not in tids]  # none expected: reported
         t_cpu1 = ThreadCpu.read(tids)
@@ -188,6 +218,7 @@ def run(
         p_cpu1 = process_cpu()
         c1 = engine.counters()
         relay_backend = engine.backend
+        kernel_on, kernel_status = engine.kernel, engine.kernel_status
         drops = {"unknown_source": 0, "send_errors": 0, "no_destination": 0}
         for sid in sessions:
             info = engine.session_info(sid)
@@ -196,9 +227,16 @@ def run(
                     drops[key] += info[direction][key]
     finally:
         engine.close()
+        if stats_was is not None:
+            _write_bpf_stats(stats_was)
     relayed = c1["packets_out"] - c0["packets_out"]
     send_s = g["send_seconds"] or seconds
-    relay_cpu = (t_cpu1.user - t_cpu0.user) + (t_cpu1.system - t_cpu0.system)
+    thread_cpu = (t_cpu1.user - t_cpu0.user) + (t_cpu1.system - t_cpu0.system)
+    # The kernel path runs in the sender's softirq context (charged to the generator's
+    # threads); its own cost is the program's run time, which bpf_stats measures.
+    kernel_prog_cpu = (c1["kernel_run_ns"] - c0["kernel_run_ns"]) / 1e9
+    kernel_packets = c1["kernel_packets"] - c0["kernel_packets"]
+    relay_cpu = thread_cpu + kernel_prog_cpu
     recv_calls = c1["recv_calls"] - c0["recv_calls"]
     send_calls = c1["send_calls"] - c0["send_calls"]
     wakeups = c1["wakeups"] - c0["wakeups"]
@@ -208,6 +246,8 @@ def run(
         "directions": 2 * calls,
         "seconds": seconds,
         "backend": relay_backend,
+        "kernel": kernel_on,
+        "kernel_status": kernel_status,
         "workers": workers,
         "relay_pinned_workers": c1["pinned_workers"],
         "generator_pinned_threads": g["pinned_threads"],
@@ -225,9 +265,15 @@ def run(
         "latency_p999_ms": g["latency_p999_us"] / 1000,
         "latency_max_ms": g["latency_max_us"] / 1000,
         "relay_cpu_cores": round(relay_cpu / wall, 3),
+        "relay_thread_cpu_cores": round(thread_cpu / wall, 3),
+        "kernel_packets": kernel_packets,
+        "kernel_to_worker": c1["kernel_to_worker"] - c0["kernel_to_worker"],
+        "kernel_prog_cpu_cores": round(kernel_prog_cpu / wall, 4),
+        "kernel_prog_ns_per_packet": round(kernel_prog_cpu / kernel_packets * 1e9) if kernel_packets else None,
         "relay_cpu_us_per_packet": round(relay_cpu / relayed * 1e6, 2) if relayed else None,
         "relay_cpu_user_s": round(t_cpu1.user - t_cpu0.user, 2),
         "relay_cpu_system_s": round(t_cpu1.system - t_cpu0.system, 2),
+        "generator_senders": senders,
         "generator_cpu_cores": round((g["sender_cpu_s"] + g["receiver_cpu_s"]) / wall, 3),
         "generator_tx_late_p99_ms": g["tx_late_p99_us"] / 1000,
         "generator_tx_late_max_ms": g["tx_late_max_us"] / 1000,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from . import DEFAULT_PORT_MIN, run
+from . import DEFAULT_PORT_MIN, GEN_SENDERS, run
 
 
 def _cpu_list(text: str) -> list[int]:
@@ -38,6 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--poll-interval", type=float, default=None, help="relay busy-poll nap in seconds (default 0.0002)"
     )
+    parser.add_argument(
+        "--kernel",
+        choices=["auto", "on", "off"],
+        default=None,
+        help="relay kernel fast path (default: RTP_RELAY_KERNEL, else auto)",
+    )
+    parser.add_argument("--senders", type=int, default=GEN_SENDERS, help="generator sender threads")
     args = parser.parse_args(argv)
     result = run(
         args.streams,
@@ -49,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         relay_cpus=args.relay_cpus,
         generator_cpu=args.generator_cpu,
         poll_interval=args.poll_interval,
+        kernel=args.kernel,
+        senders=args.senders,
     )
     print(json.dumps(result))
     return 0

@@ -30,7 +30,7 @@ cdef extern from "gen.h" nogil:
     int gen_sock_for_call(const gen *g, int call)
     void gen_set_target(gen *g, int call, uint16_t a_port, uint16_t b_port)
     int gen_run(gen *g, double seconds, int64_t period_ns, int payload_len, int64_t tick_ns,
-                int64_t drain_ns, int rt_priority, int cpu, gen_result *out)
+                int64_t drain_ns, int rt_priority, int cpu, int senders, gen_result *out)
 
 
 cdef class Generator:
@@ -59,15 +59,16 @@ cdef class Generator:
         gen_set_target(self._g, call, a_port, b_port)
 
     def run(self, double seconds, int64_t period_ns, int payload_len, int64_t tick_ns,
-            int64_t drain_ns, int rt_priority=0, int cpu=-1) -> dict:
+            int64_t drain_ns, int rt_priority=0, int cpu=-1, int senders=1) -> dict:
         """Send for `seconds`, wait `drain_ns`, and return the counts and latency percentiles.
 
-        ``cpu`` >= 0 pins the sender and receiver threads to that CPU.
+        ``cpu`` >= 0 pins the sender and receiver threads to that CPU; ``senders``
+        sender threads share the calls.
         """
         cdef gen_result r
         cdef int rc
         with nogil:
-            rc = gen_run(self._g, seconds, period_ns, payload_len, tick_ns, drain_ns, rt_priority, cpu, &r)
+            rc = gen_run(self._g, seconds, period_ns, payload_len, tick_ns, drain_ns, rt_priority, cpu, senders, &r)
         if rc != 0:
             raise OSError(-rc, "generator run failed")
         return {

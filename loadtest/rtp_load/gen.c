@@ -20,6 +20,8 @@
 #define GEN_BATCH 64
 /* Sockets per side at most; a handful is plenty with large receive buffers. */
 #define GEN_MAX_SOCKS 64
+/* Sender threads at most: one per core is all a sender can use. */
+#define GEN_MAX_SENDERS 8
 /* Latency histogram: 1 us buckets up to 200 ms, then one overflow bucket. */
 #define GEN_HIST_BUCKETS 200000
 /* Largest payload accepted (G.711 at 20 ms is 160 bytes). */
@@ -68,7 +70,19 @@ struct gen {
     int payload_len;
     uint64_t sent, send_errors;
     int64_t first_send, last_send;
+    int senders;            /* sender threads: calls are dealt out round-robin */
 };
+
+/* One sender thread's share (calls with call % senders == k) and its own counts,
+ * summed into the gen after the run. */
+typedef struct gen_tx {
+    gen *g;
+    int k;
+    uint64_t sent, send_errors;
+    int64_t first_send, last_send;
+    double cpu;
+    uint64_t *late_hist;
+} gen_tx;
 
 static int64_t now_ns(void)
 {
@@ -208,7 +222,7 @@ typedef struct tx_batch {
     int n;
 } tx_batch;
 
-static void tx_flush(gen *g, int fd, tx_batch *b)
+static void tx_flush(gen_tx *g, int fd, tx_batch *b)
 {
     if (!b->n)
         return;
@@ -233,7 +247,8 @@ static void tx_flush(gen *g, int fd, tx_batch *b)
 
 static void *tx_main(void *arg)
 {
-    gen *g = arg;
+    gen_tx *tx = arg;
+    gen *g = tx->g;
     thread_setup(g);
     int nsock = g->socks_per_side;
     tx_batch *batches = calloc((size_t)(2 * nsock), sizeof(tx_batch));
@@ -260,13 +275,17 @@ static void *tx_main(void *arg)
         sleep_until(next_wake);
         int64_t now = now_ns();
         int64_t late_us = (now - next_wake) / 1000 / GEN_LATE_BUCKET_US;
-        g->late_hist[late_us < 0 ? 0 : late_us > GEN_LATE_BUCKETS ? GEN_LATE_BUCKETS : late_us]++;
+        tx->late_hist[late_us < 0 ? 0 : late_us > GEN_LATE_BUCKETS ? GEN_LATE_BUCKETS : late_us]++;
         while (idx < total) {
             uint64_t cycle = idx / M, s = idx % M;
             int64_t due = t0 + (int64_t)cycle * g->period_ns + (int64_t)(s * (uint64_t)g->period_ns / M);
             if (due > now)
                 break;
             int call = (int)(s / 2), dir = (int)(s % 2);
+            if (call % g->senders != tx->k) {
+                idx++;
+                continue; /* another sender's call */
+            }
             int sk = call % nsock;
             tx_batch *b = &batches[dir * nsock + sk];
             uint8_t *p = b->buf[b->n];
@@ -293,17 +312,17 @@ static void *tx_main(void *arg)
             b->dst[b->n].sin_port = htons(g->target[s]);
             b->n++;
             if (b->n == GEN_BATCH)
-                tx_flush(g, g->socks[dir][sk], b);
+                tx_flush(tx, g->socks[dir][sk], b);
             idx++;
         }
         for (int i = 0; i < 2 * nsock; i++)
-            tx_flush(g, g->socks[i / nsock][i % nsock], &batches[i]);
+            tx_flush(tx, g->socks[i / nsock][i % nsock], &batches[i]);
         next_wake += g->tick_ns;
         if (next_wake < now)
             next_wake = now; /* fell behind: do not try to catch up with a burst of ticks */
     }
     free(batches);
-    g->tx_cpu = thread_cpu_s();
+    tx->cpu = thread_cpu_s();
     return NULL;
 }
 
@@ -395,11 +414,12 @@ static double percentile(const uint64_t *hist, int nbuckets, uint64_t total, dou
 }
 
 int gen_run(gen *g, double seconds, int64_t period_ns, int payload_len, int64_t tick_ns, int64_t drain_ns,
-            int rt_priority, int cpu, gen_result *out)
+            int rt_priority, int cpu, int senders, gen_result *out)
 {
     if (seconds <= 0 || period_ns <= 0 || tick_ns <= 0 || payload_len < GEN_STAMP_LEN ||
-        payload_len > GEN_MAX_PAYLOAD)
+        payload_len > GEN_MAX_PAYLOAD || senders < 1 || senders > GEN_MAX_SENDERS)
         return -EINVAL;
+    g->senders = senders;
     g->seconds = seconds;
     g->period_ns = period_ns;
     g->tick_ns = tick_ns;
@@ -415,15 +435,52 @@ int gen_run(gen *g, double seconds, int64_t period_ns, int payload_len, int64_t 
     memset(g->rx_count, 0, (size_t)g->nstreams * sizeof(uint64_t));
     memset(g->hist, 0, (GEN_HIST_BUCKETS + 1) * sizeof(uint64_t));
     atomic_store(&g->rx_stop, 0);
-    pthread_t rx, tx;
-    if (pthread_create(&rx, NULL, rx_main, g) != 0)
-        return -errno;
-    if (pthread_create(&tx, NULL, tx_main, g) != 0) {
-        atomic_store(&g->rx_stop, 1);
-        pthread_join(rx, NULL);
-        return -errno;
+    pthread_t rx, tx[GEN_MAX_SENDERS];
+    gen_tx txs[GEN_MAX_SENDERS];
+    memset(txs, 0, sizeof(txs));
+    int started = 0, rx_started = 0, err = 0;
+    for (int k = 0; k < senders; k++) {
+        txs[k].g = g;
+        txs[k].k = k;
+        txs[k].late_hist = calloc(GEN_LATE_BUCKETS + 1, sizeof(uint64_t));
+        if (!txs[k].late_hist)
+            err = -ENOMEM;
     }
-    pthread_join(tx, NULL);
+    if (!err) {
+        if (pthread_create(&rx, NULL, rx_main, g) == 0)
+            rx_started = 1;
+        else
+            err = -errno;
+    }
+    while (!err && started < senders) {
+        if (pthread_create(&tx[started], NULL, tx_main, &txs[started]) != 0)
+            err = -errno;
+        else
+            started++;
+    }
+    for (int k = 0; k < started; k++)
+        pthread_join(tx[k], NULL);
+    if (err) {
+        atomic_store(&g->rx_stop, 1);
+        if (rx_started)
+            pthread_join(rx, NULL);
+        for (int k = 0; k < senders; k++)
+            free(txs[k].late_hist);
+        return err;
+    }
+    g->tx_cpu = 0;
+    for (int k = 0; k < senders; k++) {
+        g->sent += txs[k].sent;
+        g->send_errors += txs[k].send_errors;
+        if (txs[k].first_send && (!g->first_send || txs[k].first_send < g->first_send))
+            g->first_send = txs[k].first_send;
+        if (txs[k].last_send > g->last_send)
+            g->last_send = txs[k].last_send;
+        g->tx_cpu += txs[k].cpu;
+        for (int i = 0; i <= GEN_LATE_BUCKETS; i++)
+            g->late_hist[i] += txs[k].late_hist[i];
+        free(txs[k].late_hist);
+    }
     sleep_until(now_ns() + drain_ns);
     atomic_store(&g->rx_stop, 1);
     pthread_join(rx, NULL);

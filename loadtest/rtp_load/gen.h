@@ -50,8 +50,10 @@ void gen_set_target(gen *g, int call, uint16_t a_port, uint16_t b_port);
  * payload after the 12-byte RTP header), then wait drain_ns for stragglers. */
 /* rt_priority > 0: run the generator threads SCHED_FIFO (keeps a shared machine's
  * other load from stalling the sender between its send stamp and its send). */
-/* cpu >= 0: pin both generator threads to that CPU. */
+/* cpu >= 0: pin the generator threads to that CPU.  senders: sender threads
+ * (1..8), each pacing its share of the calls (call % senders); at 200k pps out
+ * one sender needs a whole core for the loopback send path alone. */
 int gen_run(gen *g, double seconds, int64_t period_ns, int payload_len, int64_t tick_ns, int64_t drain_ns,
-            int rt_priority, int cpu, gen_result *out);
+            int rt_priority, int cpu, int senders, gen_result *out);
 
 #endif

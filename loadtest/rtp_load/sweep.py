@@ -39,8 +39,11 @@ COLUMNS = [
 PAUSE_S = 1.0
 
 
-def one_run(calls: int, backend: str, args: argparse.Namespace) -> dict:
-    """Run one load test in a fresh interpreter and return its JSON result."""
+def one_run(calls: int, variant: str, args: argparse.Namespace) -> dict:
+    """Run one load test in a fresh interpreter and return its JSON result.
+
+    ``variant`` is a backend name, with "+kernel" for the kernel fast path on."""
+    backend, _, extra = variant.partition("+")
     cmd = [
         sys.executable,
         "-m",
@@ -55,13 +58,17 @@ def one_run(calls: int, backend: str, args: argparse.Namespace) -> dict:
         str(args.rt_priority),
         "--workers",
         str(args.workers),
+        "--kernel",
+        "on" if extra == "kernel" else "off",
     ]
     if args.relay_cpus:
         cmd += ["--relay-cpus", args.relay_cpus]
     if args.generator_cpu >= 0:
         cmd += ["--generator-cpu", str(args.generator_cpu)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    result = json.loads(out.strip().splitlines()[-1])
+    result["variant"] = variant
+    return result
 
 
 def summary(results: list[dict]) -> str:
@@ -69,7 +76,7 @@ def summary(results: list[dict]) -> str:
     groups: dict[tuple[int, str], list[dict]] = {}
     for r in results:
         if not r.get("rejected"):
-            groups.setdefault((r["streams"], r["backend"]), []).append(r)
+            groups.setdefault((r["streams"], r.get("variant", r["backend"])), []).append(r)
     head = "| calls | backend | runs | " + " | ".join(h for _, h, _ in COLUMNS) + " |"
     lines = [head, "|" + "---|" * (3 + len(COLUMNS))]
     for (calls, backend), runs in sorted(groups.items()):
@@ -85,7 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run the sweep, write every run to --out, print the median table."""
     p = argparse.ArgumentParser(prog="python -m loadtest.rtp_load.sweep", description=__doc__)
     p.add_argument("--streams", default="100,500,1000,1500,2000", help="comma-separated call counts")
-    p.add_argument("--backends", default="epoll,io_uring", help="comma-separated relay backends")
+    p.add_argument(
+        "--backends",
+        default="epoll,io_uring,io_uring+kernel",
+        help="comma-separated relay backends, +kernel for the kernel fast path on",
+    )
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--rt-priority", type=int, default=0)
