@@ -63,6 +63,8 @@ sbc_rtp_relay_packets_total                 way (in/out)                        
 sbc_rtp_relay_sessions                      -                                           relay sessions allocated
 sbc_rtp_relay_ports                         state (free/total)                          relay port pool
 sbc_rtp_relay_events_dropped_total          -                                           relay events lost (queue full)
+sbc_rtp_relay_kernel_flows                  -                                           stream directions the kernel fast path relays now
+sbc_rtp_relay_kernel_packets_total          -                                           of sbc_rtp_relay_packets_total, relayed in the kernel
 sbc_overloaded                              -                                           1 while shedding new calls
 sbc_overload_severity                       -                                           0..1, share of new calls being shed
 sbc_event_loop_lag_ewma_seconds             -                                           smoothed delay (loop lag or SIP queueing)
@@ -537,6 +539,12 @@ class LiveCollector(Collector):
         yield ports
         yield CounterMetricFamily(
             "sbc_rtp_relay_events_dropped", "Relay events lost to a full queue", value=c["events_dropped"]
+        )
+        yield GaugeMetricFamily(
+            "sbc_rtp_relay_kernel_flows", "Stream directions the kernel fast path relays now", value=c["kernel_flows"]
+        )
+        yield CounterMetricFamily(
+            "sbc_rtp_relay_kernel_packets", "Packets the kernel fast path relayed", value=c["kernel_packets"]
         )
 
     def _overload(self) -> Iterator[Any]:

@@ -434,6 +434,8 @@ def test_relay_counters_and_thread_cpu(relay: object) -> None:
     assert value(s, "sbc_rtp_relay_ports", state="total") == 64
     assert value(s, "sbc_rtp_relay_ports", state="free") < 64
     assert ("sbc_rtp_relay_packets_total", frozenset({("way", "in")})) in s
+    assert value(s, "sbc_rtp_relay_kernel_flows") == 0  # nothing latched yet
+    assert value(s, "sbc_rtp_relay_kernel_packets_total") == 0
     assert value(s, "sbc_thread_cpu_seconds_total", thread="loop") > 0
     assert ("sbc_thread_cpu_seconds_total", frozenset({("thread", "relay")})) in s
     assert value(s, "sbc_process_threads") >= 1 + len(relay.worker_tids())  # type: ignore[attr-defined]
