@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from rtp_relay_ext import LEG_A, LEG_B, DtmfEvent, MediaTimeout, RelayEngine, RelayError
+from tests import netns
 from tests.test_relay_engine import (
     HOST,
     KERNEL_STATUS,
@@ -242,3 +243,37 @@ def test_kernel_modes() -> None:
         assert not e.kernel and "IPv4" in e.kernel_status
     with pytest.raises(ValueError):
         RelayEngine(HOST, lo, hi, kernel="maybe", start=False)
+
+
+@pytest.mark.skipif(netns.available() is not None, reason=f"veth namespace: {netns.available()}")
+def test_remote_peers_get_packets_out_of_the_interface() -> None:
+    """Peers behind a real interface (a veth pair into a namespace this test made): the
+    program redirects rewritten packets out of that interface, the kernel resolving the
+    peer's link-layer address, and the peers see only the relay's address and ports."""
+    with netns.peer_namespace() as ns:
+        a, b = ns.udp_socket(), ns.udp_socket()
+        for s in (a, b):
+            s.settimeout(RECV_TIMEOUT)
+        lo, hi = port_range()
+        with RelayEngine(netns.HOST_IP, lo, hi, media_timeout=0, hold_timeout=0, kernel="on") as e:
+            assert e.kernel_status == f"attached to {ns.host_if} ingress"
+            sid = e.allocate()
+            (a_rtp, _), (b_rtp, _) = e.ports(sid)
+            e.set_peer(sid, LEG_A, a.getsockname())
+            e.set_peer(sid, LEG_B, b.getsockname())
+            relay_a, relay_b = (netns.HOST_IP, a_rtp), (netns.HOST_IP, b_rtp)
+            a.sendto(rtp(0, 0), relay_a)
+            assert b.recvfrom(2048) == (rtp(0, 0), relay_b)
+            b.sendto(rtp(0, 0, ssrc=9), relay_b)
+            assert a.recvfrom(2048) == (rtp(0, 0, ssrc=9), relay_a)
+            assert wait_for(lambda: e.stats(sid)["a_to_b"]["kernel"] and e.stats(sid)["b_to_a"]["kernel"])
+            for seq in range(1, 21):
+                a.sendto(rtp(seq, seq * 160), relay_a)
+                assert b.recvfrom(2048) == (rtp(seq, seq * 160), relay_b)
+                b.sendto(rtp(seq, seq * 160, ssrc=9), relay_b)
+                assert a.recvfrom(2048) == (rtp(seq, seq * 160, ssrc=9), relay_a)
+            st = e.free(sid)
+        a.close()
+        b.close()
+    for way in ("a_to_b", "b_to_a"):
+        assert st[way]["packets"] == 21 and st[way]["kernel_forwarded"] == 20 and st[way]["lost"] == 0
