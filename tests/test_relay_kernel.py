@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from rtp_relay_ext import LEG_A, LEG_B, DtmfEvent, MediaTimeout, RelayEngine, RelayError
-from tests import netns
+from tests import netns, test_relay_engine
 from tests.test_relay_engine import (
     HOST,
     KERNEL_STATUS,
@@ -21,6 +21,8 @@ from tests.test_relay_engine import (
     rtp,
     wait_for,
 )
+
+peers = test_relay_engine.peers  # the same two UDP endpoints on 127.0.0.1 (a fixture)
 
 pytestmark = pytest.mark.skipif(KERNEL_STATUS is not None, reason=f"kernel path: {KERNEL_STATUS}")
 
@@ -32,14 +34,6 @@ def engine() -> Iterator[RelayEngine]:
     assert e.kernel and "lo" in e.kernel_status
     yield e
     e.close()
-
-
-@pytest.fixture
-def peers() -> Iterator[tuple[Peer, Peer]]:
-    a, b = Peer(), Peer()
-    yield a, b
-    a.close()
-    b.close()
 
 
 def started_call(engine: RelayEngine, a: Peer, b: Peer, **alloc) -> tuple[int, int, int]:
