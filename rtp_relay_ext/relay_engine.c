@@ -43,6 +43,11 @@
  * extension) stays on the worker this long before the kernel takes it back: a
  * DTMF event lasts well under a second, and each hand-over costs two syscalls. */
 #define RR_KFWD_BACKOFF_NS (1000LL * 1000 * 1000)
+/* While a latched direction waits for the kernel (its socket queue not yet empty,
+ * a back-off), the worker tries again this often: a call's first packets then
+ * cross the workers for milliseconds, not the 100 ms of the timeout scan, which
+ * matters when many calls start at once and the workers are the bottleneck. */
+#define RR_KFWD_PASS_NS (5LL * 1000 * 1000)
 
 static const int64_t late_bounds_us[RR_LATE_BUCKETS - 1] = RR_LATE_BOUNDS_US;
 
@@ -259,27 +264,33 @@ static void kf_withdraw_both(rr_engine *e, rr_session *s, uint32_t slot)
  * RR_KFWD_BACKOFF_NS.  Installing waits for the worker's timeout scan and for an
  * empty socket queue: datagrams still queued would leave after the kernel's
  * newer ones, out of order. */
-static void kf_refresh(rr_engine *e, rr_session *s, uint32_t slot, int64_t now, int install)
+static int kf_refresh(rr_engine *e, rr_session *s, uint32_t slot, int64_t now, int install)
 {
+    int pending = 0;
     if (!e->kfwd)
-        return;
+        return 0;
     for (int l = 0; l < 2; l++) {
         rr_leg *in = &s->leg[l];
         rr_leg *out = &s->leg[l ^ 1];
         const rr_sockaddr *dst = destination(&out->rtp);
-        int ok = in->rtp.latched.sa.sa_family == AF_INET && dst && dst->sa.sa_family == AF_INET &&
-                 !in->tap && !out->inject && now >= in->kf_block_until_ns;
+        int can = in->rtp.latched.sa.sa_family == AF_INET && dst && dst->sa.sa_family == AF_INET &&
+                  !in->tap && !out->inject;
+        int ok = can && now >= in->kf_block_until_ns;
+        pending |= can && !ok;
         if (in->kf_on && (!ok || memcmp(&in->kf_src, &in->rtp.latched, sizeof(rr_sockaddr)) ||
                           memcmp(&in->kf_dst, dst, sizeof(rr_sockaddr))))
             kf_withdraw(e, s, slot, l);
         if (!ok || in->kf_on || !install)
             continue;
         int queued = 0;
-        if (ioctl(in->rtp.fd, FIONREAD, &queued) == 0 && queued > 0)
-            continue; /* the worker drains it first; the next scan tries again */
+        if (ioctl(in->rtp.fd, FIONREAD, &queued) == 0 && queued > 0) {
+            pending = 1; /* the worker drains it first; the next pass tries again */
+            continue;
+        }
         if (rr_kfwd_install(e->kfwd, in->rtp.local_port, &in->rtp.latched, out->rtp.local_port, dst,
                             in->rtcp_mux, slot * 2 + (uint32_t)l, &in->stats) != 0) {
             in->kf_block_until_ns = now + RR_KFWD_BACKOFF_NS; /* map full or refused: later */
+            pending = 1;
             continue;
         }
         in->kf_on = 1;
@@ -287,6 +298,22 @@ static void kf_refresh(rr_engine *e, rr_session *s, uint32_t slot, int64_t now, 
         in->kf_dst = *dst;
         __atomic_fetch_add(&e->kf_flows, 1, __ATOMIC_RELAXED);
         __atomic_fetch_add(&e->kf_installs, 1, __ATOMIC_RELAXED);
+    }
+    return pending;
+}
+
+void rr_kf_pass(rr_worker *w, int64_t now)
+{
+    rr_engine *e = w->engine;
+    if (!w->kf_pending || now < w->kf_next_pass_ns)
+        return;
+    w->kf_next_pass_ns = now + RR_KFWD_PASS_NS;
+    w->kf_pending = 0;
+    for (uint32_t k = 0; k < w->nactive; k++) {
+        uint32_t slot = w->active[k];
+        rr_session *s = &e->sessions[slot];
+        if (!s->leg[0].kf_on || !s->leg[1].kf_on)
+            w->kf_pending |= kf_refresh(e, s, slot, now, 1);
     }
 }
 
@@ -332,6 +359,7 @@ const rr_sockaddr *rr_relay_packet(rr_worker *w, rr_session *s, uint64_t token, 
          * before this packet is counted, and it stays here a while. */
         kf_withdraw(w->engine, s, slot, leg);
         in->kf_block_until_ns = now + RR_KFWD_BACKOFF_NS;
+        w->kf_pending = 1;
     }
     int kind;
     if (rtcp) {
@@ -350,8 +378,10 @@ const rr_sockaddr *rr_relay_packet(rr_worker *w, rr_session *s, uint64_t token, 
     rr_endpoint *oep = &out->rtp;
     if (kind == RR_PKT_RTCP && !out->rtcp_mux)
         oep = &out->rtcp;
-    if (!rtcp && !was_latched)
+    if (!rtcp && !was_latched && w->engine->kfwd) {
         kf_refresh(w->engine, s, slot, now, 0); /* a source learned: a direction's destination moved */
+        w->kf_pending = 1;                       /* and the kernel may take it soon (rr_kf_pass) */
+    }
     const rr_sockaddr *dst = destination(oep);
     if (!dst) {
         in->no_destination++;
@@ -483,7 +513,7 @@ void rr_scan_timeouts(rr_worker *w, int64_t now)
                 }
             }
             if (!s->leg[0].kf_on || !s->leg[1].kf_on)
-                kf_refresh(e, s, slot, now, 1); /* new latches, a back-off ended, a restart */
+                w->kf_pending |= kf_refresh(e, s, slot, now, 1); /* a back-off ended, a restart */
         }
         if (s->timeout_reported)
             continue;
@@ -594,6 +624,7 @@ static void *epoll_worker_main(void *arg)
             rr_scan_timeouts(w, done);
             next_scan = done + RR_TIMEOUT_SCAN_NS;
         }
+        rr_kf_pass(w, done);
         pthread_mutex_unlock(&w->lock);
     }
     return NULL;
@@ -1343,6 +1374,7 @@ int rr_session_set_peer(rr_engine *e, uint64_t id, int leg, const rr_peer *peer)
     /* A re-INVITE may move the media: learn the source again. */
     memset(&L->rtp.latched, 0, sizeof(L->rtp.latched));
     memset(&L->rtcp.latched, 0, sizeof(L->rtcp.latched));
+    w->kf_pending = 1; /* the other direction may go back to the kernel with its new address */
     pthread_mutex_unlock(&w->lock);
     return RR_OK;
 }
@@ -1408,6 +1440,7 @@ int rr_session_set_media(rr_engine *e, uint64_t id, uint32_t clock_rate, int dtm
         }
         st->dtmf_pt = (int16_t)dtmf_pt;
     }
+    w->kf_pending = 1;
     pthread_mutex_unlock(&w->lock);
     return RR_OK;
 }

@@ -61,6 +61,8 @@ typedef struct rr_worker {
     pthread_cond_t cond;       /* io_uring: a worker iteration finished its close queue */
     uint32_t *active;          /* slots owned by this worker, for timeout scans */
     uint32_t nactive;
+    int kf_pending;            /* a latched direction may be handed to the kernel (rr_kf_pass) */
+    int64_t kf_next_pass_ns;
     /* counters (written by the worker under lock) */
     uint64_t wakeups, recv_calls, send_calls, packets_in, packets_out;
     uint64_t recv_errors;      /* io_uring: receive completions with an error (re-armed) */
@@ -167,6 +169,10 @@ rr_session *rr_token_session(rr_engine *e, uint64_t token);
 const rr_sockaddr *rr_relay_packet(rr_worker *w, rr_session *s, uint64_t token, const uint8_t *pkt,
                                    unsigned len, const rr_sockaddr *src, int truncated, int64_t now,
                                    int *out_fd);
+
+/* Hand the kernel fast path what became eligible, at most every RR_KFWD_PASS_NS
+ * and only while something waits for it (caller holds w->lock). */
+void rr_kf_pass(rr_worker *w, int64_t now);
 
 /* Media timeout scan over the worker's sessions (caller holds w->lock). */
 void rr_scan_timeouts(rr_worker *w, int64_t now);

@@ -690,6 +690,7 @@ void *rr_uring_worker_main(void *arg)
             rr_scan_timeouts(w, done);
             next_scan = done + RR_TIMEOUT_SCAN_NS;
         }
+        rr_kf_pass(w, done);
         pthread_mutex_unlock(&w->lock);
         if (unlocked)
             control_finish(w, u, nclose);
