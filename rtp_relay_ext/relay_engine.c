@@ -38,6 +38,9 @@
  * leaves quarantine: no busier than this, whatever the release times. */
 #define RR_KEEPER_RETRY_NS (1000LL * 1000)
 #define RR_KEEPER_FAIL_RETRY_NS (100LL * 1000 * 1000)
+/* Longest an allocation waits for io_uring workers to close freed sockets
+ * (they do within one wake-up: microseconds to a few ms on a loaded machine). */
+#define RR_CLOSE_WAIT_NS (50LL * 1000 * 1000)
 
 /* A direction whose packet needed the worker (a telephone-event, RTP with an
  * extension) stays on the worker this long before the kernel takes it back: a
@@ -1157,10 +1160,43 @@ static rr_session *lock_session(rr_engine *e, uint64_t id, rr_worker **wout)
     return s;
 }
 
+/* io_uring: sockets of freed sessions are closed by their worker on its next
+ * wake-up.  With a short quarantine an allocation can meet its own engine's
+ * ports still bound; wait (bounded) for the workers to drain their close queues.
+ * Returns 1 if there was anything to wait for. */
+static int wait_for_closes(rr_engine *e)
+{
+    int waited = 0;
+    for (int i = 0; i < e->nworkers; i++) {
+        rr_worker *w = &e->workers[i];
+        pthread_mutex_lock(&w->lock);
+        uint64_t target = w->close_requested;
+        int live = w->ring_live;
+        pthread_mutex_unlock(&w->lock);
+        int64_t until = rr_now_ns() + RR_CLOSE_WAIT_NS;
+        while (live && __atomic_load_n(&w->close_finished, __ATOMIC_ACQUIRE) < target && rr_now_ns() < until) {
+            waited = 1;
+            struct timespec step = {.tv_sec = 0, .tv_nsec = RR_START_WAIT_STEP_NS};
+            nanosleep(&step, NULL);
+        }
+    }
+    return waited;
+}
+
+static int session_alloc_once(rr_engine *e, const rr_session_params *p, uint64_t *id_out);
+
 int rr_session_alloc(rr_engine *e, const rr_session_params *p, uint64_t *id_out)
 {
     if (p->clock_rate == 0 || p->dtmf_pt > 127)
         return RR_ERR_ARG;
+    int rc = session_alloc_once(e, p, id_out);
+    if (rc == RR_ERR_NO_PORTS && e->backend == RR_BACKEND_IO_URING && wait_for_closes(e))
+        rc = session_alloc_once(e, p, id_out);
+    return rc;
+}
+
+static int session_alloc_once(rr_engine *e, const rr_session_params *p, uint64_t *id_out)
+{
     int64_t now = rr_now_ns();
     rr_endpoint eps[4];
     for (int i = 0; i < 4; i++)

@@ -77,6 +77,7 @@ typedef struct rr_worker {
     rr_closing closing[RR_CLOSE_QUEUE];
     uint32_t nclosing;
     uint64_t close_requested, close_done;
+    uint64_t close_finished;   /* atomic: close_done once those sockets were really closed */
     /* epoll backend batch buffers */
     struct mmsghdr rmsgs[RR_RECV_BATCH];
     struct mmsghdr smsgs[RR_RECV_BATCH];

@@ -78,6 +78,7 @@ enum { RR_UD_RECV = 1, RR_UD_SEND = 2, RR_UD_WAKE = 3, RR_UD_CANCEL = 4 };
 
 typedef struct rr_uring {
     struct io_uring ring;
+    uint64_t close_target;     /* close_done of the batch control_finish closes */
     struct io_uring_buf_ring *br;
     uint8_t *bufs;             /* RR_URING_BUFS buffers of RR_URING_BUF_STRIDE bytes */
     struct msghdr tmpl;        /* multishot recvmsg template: name room, no control */
@@ -491,6 +492,7 @@ static uint32_t control_prepare(rr_worker *w, rr_uring *u)
         nclose = w->nclosing;
         w->nclosing = 0;
         w->close_done = w->close_requested;
+        u->close_target = w->close_done;
         pthread_cond_broadcast(&w->cond); /* free() callers waiting for queue room */
     }
     for (uint32_t i = 0; i < w->narm; i++) {
@@ -525,6 +527,7 @@ static void control_finish(rr_worker *w, rr_uring *u, uint32_t nclose)
         /* run the cancelled requests' completion: that drops their socket
          * references, and the sockets are released on the way back to user space */
         io_uring_get_events(&u->ring);
+        __atomic_store_n(&w->close_finished, u->close_target, __ATOMIC_RELEASE);
     }
 }
 
