@@ -191,6 +191,14 @@ class Message:
             out.extend(split_commas(v))
         return out
 
+    def missing(self, names: Iterable[str]) -> list[str]:
+        """The canonical header names among ``names`` with no header line, in the order given.
+
+        One pass over the headers, where a get() per name walked the list once for each.
+        """
+        present = {n for n, _ in self.headers}
+        return [n for n in names if n not in present]
+
     def __contains__(self, name: str) -> bool:
         return self.get(name) is not None
 
