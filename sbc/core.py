@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 # Headers a stateless error response copies from a request that failed validation.
 _ECHO_HEADERS = ("Via", "From", "To", "Call-ID", "CSeq")
+# What matching a response to its transaction reads besides CSeq and Via (checked on arrival).
+_RESPONSE_MATCH_HEADERS = ("From", "To", "Call-ID")
 # RFC 3261 §8.1.1.7: branches we generate start with the magic cookie.
 MAGIC_COOKIE = "z9hG4bK"
 
@@ -143,9 +145,9 @@ class SipCore:
             # Only what matching needs is checked here (the B2BUA parses what it uses, and a
             # header that fails then drops that response alone): full validation of every
             # response cost ~5% of the CPU at load.
-            for name in ("From", "To", "Call-ID"):
-                if msg.get(name) is None:
-                    raise SIPParseError(f"missing {name}")
+            missing = msg.missing(_RESPONSE_MATCH_HEADERS)
+            if missing:
+                raise SIPParseError(f"missing {missing[0]}")
             msg.cseq  # noqa: B018 - parses, raising on a bad CSeq
             sent_by = msg.vias()[0].host.strip("[]").lower()
         except SIPParseError as e:

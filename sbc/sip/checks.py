@@ -152,7 +152,7 @@ def semantic_problem(request: Request) -> str | None:
     twice (§7.3.1, RFC 4475 §3.3.8), several Content-Length values (RFC 4475 §3.3.9).
     The text is used as the 400's reason phrase.
     """
-    missing = [name for name in MANDATORY_REQUEST_HEADERS if request.get(name) is None]
+    missing = request.missing(MANDATORY_REQUEST_HEADERS)
     if missing:
         return "Missing " + ", ".join(missing)
     seen: set[str] = set()

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from sbc.sip.errors import SIPParseError
-from sbc.sip.uri import URI, format_host, parse_hostport, parse_uri
+from sbc.sip.uri import PARSE_CACHE_MAX, URI, format_host, parse_hostport, parse_uri
 
 CSEQ_MAX = 2**31 - 1
 """Largest CSeq sequence number: RFC 3261 §8.1.1.5 requires it to be less than 2**31."""
@@ -175,11 +175,15 @@ _canonical_cache: dict[str, str] = {}
 _TOKEN_CHARS = r"A-Za-z0-9\-.!%*_+`'~"
 _TOKEN_RE = re.compile(rf"[{_TOKEN_CHARS}]+")
 # gen-value = token / host / quoted-string; host adds ':' '[' ']' so IPv6 addresses (received=, maddr=) fit.
-_GEN_VALUE_RE = re.compile(rf"[{_TOKEN_CHARS}:\[\]]+")
+_GEN_VALUE = rf"[{_TOKEN_CHARS}:\[\]]+"
+_GEN_VALUE_RE = re.compile(_GEN_VALUE)
 _QUOTED_RE = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _QUOTED_PAIR_RE = re.compile(r"\\(.)", re.DOTALL)
 _COMMA_SPECIALS_RE = re.compile(r'[",<>]')
 _SEMI_SPECIALS_RE = re.compile(r'[";]')
+# generic-params written without LWS or quoted values (``tag=1;lr``), after the leading ';'.
+_SIMPLE_PARAM = rf"[{_TOKEN_CHARS}]+(?:={_GEN_VALUE})?"
+_SIMPLE_PARAMS_RE = re.compile(rf"{_SIMPLE_PARAM}(?:;{_SIMPLE_PARAM})*")
 # Characters quote_string must backslash-escape: '"', '\' and the controls a quoted-pair may carry.
 _QUOTE_ESCAPE_RE = re.compile(r'["\\\x00-\x08\x0b\x0c\x0e-\x1f\x7f]')
 _CRLF_RE = re.compile(r"[\r\n]")
@@ -290,6 +294,18 @@ def parse_params(text: str, *, what: str = "header") -> dict[str, str | None]:
     if text[0] == ";":
         text = text[1:]
     params: dict[str, str | None] = {}
+    if _SIMPLE_PARAMS_RE.fullmatch(text) is not None:
+        # Fast path for what nearly every UA sends (no LWS, no quoted values): the regex has
+        # checked every name and value, so only duplicates remain; those go the full way below.
+        for piece in text.split(";"):
+            name, eq, value = piece.partition("=")
+            key = name.lower()
+            if key in params:
+                break
+            params[key] = value if eq else None
+        else:
+            return params
+        params = {}
     for piece in _split_semis(text, what):
         name, eq, value = piece.partition("=")
         name = name.strip()
@@ -479,6 +495,10 @@ class Via:
             return value[1:-1]
         return value
 
+    def copy(self) -> Via:
+        """Return an independent copy: mutating its params leaves this Via alone."""
+        return Via(self.protocol, self.transport, self.host, self.port, self.params.copy())
+
     @property
     def rport(self) -> str | None:
         """RFC 3581 rport: None when absent, ``''`` when present as a flag (a request asking for it),
@@ -564,7 +584,15 @@ def parse_via(value: str) -> list[Via]:
     host, a bare IPv6 sent-by, a bad port, empty/duplicate/malformed parameters (badinv01), ``branch``,
     ``received``, ``maddr`` or ``ttl`` without a value, a received that is not an IP address, an rport
     that is not a port number, or a ttl outside 0-255.
+
+    Every call returns fresh objects the caller may mutate (``stamp_via`` does): successful parses
+    are memoised (bounded by PARSE_CACHE_MAX, like URIs) and a hit hands back copies, because one
+    Via value is parsed several times: a request by validation and again by ``stamp_via``, and the
+    SBC's own Via by every response to the same request (100, 180, 200).
     """
+    cached = _via_cache.get(value)
+    if cached is not None:
+        return [v.copy() for v in cached]
     items = split_commas(value, what="Via")
     if not items:
         raise SIPParseError("Via: empty value")
@@ -573,7 +601,13 @@ def parse_via(value: str) -> list[Via]:
         if not item:
             raise SIPParseError("Via: empty element in list")
         vias.append(_parse_one_via(item))
+    if len(_via_cache) >= PARSE_CACHE_MAX:
+        _via_cache.clear()
+    _via_cache[value] = tuple(v.copy() for v in vias)
     return vias
+
+
+_via_cache: dict[str, tuple[Via, ...]] = {}
 
 
 def parse_uint(value: str, name: str, maximum: int) -> int:

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 
 from .errors import SIPParseError
 from .headers import (
+    CANONICAL_CACHE_MAX,
     _canonical_cache,
     canonical_name,
     parse_contact,
@@ -52,6 +53,13 @@ SINGLE_VALUE_HEADERS = frozenset(
 MANDATORY_REQUEST_HEADERS = ("To", "From", "Call-ID", "CSeq", "Via")
 # Headers whose values are name-addr lists that validate() checks.
 _NAME_ADDR_LIST_HEADERS = ("Route", "Record-Route")
+# Every header whose value Message.validate() parses.
+_VALIDATED_HEADERS = frozenset(
+    {"From", "To", "Contact", *_NAME_ADDR_LIST_HEADERS, "Via", "CSeq", "Max-Forwards", "Expires"}
+)
+# Header names already found to be tokens, so validate() runs the regex once per spelling; bounded
+# like the name cache in headers.py (a flood of distinct names cannot grow it past that).
+_VALID_HEADER_NAMES: set[str] = set()
 
 # Exact spellings seen before map straight to their canonical name (bounded in headers.py).
 _NAME_CACHE_GET = _canonical_cache.get
@@ -182,6 +190,14 @@ class Message:
         for v in self.get_all(name):
             out.extend(split_commas(v))
         return out
+
+    def missing(self, names: Iterable[str]) -> list[str]:
+        """The canonical header names among ``names`` with no header line, in the order given.
+
+        One pass over the headers, where a get() per name walked the list once for each.
+        """
+        present = {n for n, _ in self.headers}
+        return [n for n in names if n not in present]
 
     def __contains__(self, name: str) -> bool:
         return self.get(name) is not None
@@ -341,35 +357,49 @@ class Message:
     # -- validation ----------------------------------------------------------------------------
 
     def _validate_headers(self) -> None:
-        for n, _ in self.headers:
-            if not _TOKEN_RE.match(n):
-                raise SIPParseError(f"bad header name {n!r}")
+        # One pass over the header list collects the values of the headers checked below (the
+        # checks then run in their fixed order, so a message with several faults always gets the
+        # same reason): a get_all() per header name walked the list ten times.
+        by_name: dict[str, list[str]] = {}
+        for n, v in self.headers:
+            if n not in _VALID_HEADER_NAMES:
+                if not _TOKEN_RE.match(n):
+                    raise SIPParseError(f"bad header name {n!r}")
+                if len(_VALID_HEADER_NAMES) < CANONICAL_CACHE_MAX:
+                    _VALID_HEADER_NAMES.add(n)
+            if n in _VALIDATED_HEADERS:
+                values = by_name.get(n)
+                if values is None:
+                    by_name[n] = [v]
+                else:
+                    values.append(v)
         for name in ("From", "To"):
-            for v in self.get_all(name):
+            for v in by_name.get(name, ()):
                 try:
                     parse_name_addr(v)
                 except SIPParseError as e:
                     raise SIPParseError(f"{name}: {e.reason}") from None
-        for v in self.get_all("Contact"):
+        for v in by_name.get("Contact", ()):
             try:
                 parse_contact(v)
             except SIPParseError as e:
                 raise SIPParseError(f"Contact: {e.reason}") from None
         for name in _NAME_ADDR_LIST_HEADERS:
-            for v in self.values(name):
-                try:
-                    parse_name_addr(v)
-                except SIPParseError as e:
-                    raise SIPParseError(f"{name}: {e.reason}") from None
-        vias = self.vias()
-        for via in vias:
-            if not _VERSION_RE.match(via.protocol.replace(" ", "")):
-                raise SIPParseError(f"Via: bad protocol {via.protocol!r}")
-        for v in self.get_all("CSeq"):
+            for line in by_name.get(name, ()):
+                for v in split_commas(line):
+                    try:
+                        parse_name_addr(v)
+                    except SIPParseError as e:
+                        raise SIPParseError(f"{name}: {e.reason}") from None
+        for line in by_name.get("Via", ()):
+            for via in parse_via(line):
+                if not _VERSION_RE.match(via.protocol.replace(" ", "")):
+                    raise SIPParseError(f"Via: bad protocol {via.protocol!r}")
+        for v in by_name.get("CSeq", ()):
             parse_cseq(v)
-        for v in self.get_all("Max-Forwards"):
+        for v in by_name.get("Max-Forwards", ()):
             parse_uint(v, "Max-Forwards", MAX_FORWARDS_LIMIT)
-        for v in self.get_all("Expires"):
+        for v in by_name.get("Expires", ()):
             parse_uint(v, "Expires", EXPIRES_LIMIT)
 
 

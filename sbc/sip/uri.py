@@ -80,8 +80,18 @@ def _unescape(text: str, what: str, part: str) -> str:
     return unquote_to_bytes(text.encode("utf-8", "surrogateescape")).decode("utf-8", "surrogateescape")
 
 
+# Per ``safe`` set: a regex matching text that needs no escaping at all (the usual case), so that
+# serialising a URI skips the encode + urllib.parse.quote round trip (a third of URI serialisation).
+_PLAIN_RE: dict[str, re.Pattern[str]] = {}
+
+
 def _escape(text: str, safe: str) -> str:
     """Percent-encode every octet of ``text`` outside the unreserved set plus ``safe``."""
+    plain = _PLAIN_RE.get(safe)
+    if plain is None:
+        plain = _PLAIN_RE[safe] = re.compile("[A-Za-z0-9_.~" + re.escape(safe) + "-]*")
+    if plain.fullmatch(text) is not None:
+        return text
     try:
         data = text.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:  # a surrogate that did not come from surrogateescape decoding
@@ -257,7 +267,13 @@ class SipURI:
     def copy(self) -> SipURI:
         """Return an independent copy: mutating its params/headers leaves this URI alone."""
         return SipURI(
-            self.scheme, self.user, self.password, self.host, self.port, dict(self.params), dict(self.headers)
+            self.scheme,
+            self.user,
+            self.password,
+            self.host,
+            self.port,
+            self.params.copy(),
+            self.headers.copy(),
         )
 
     def __str__(self) -> str:
@@ -293,6 +309,10 @@ class TelURI:
     number: str
     params: dict[str, str | None] = field(default_factory=dict)
 
+    def copy(self) -> TelURI:
+        """Return an independent copy: mutating its params leaves this URI alone."""
+        return TelURI(self.number, self.params.copy())
+
     def __str__(self) -> str:
         """Serialise back to ``tel:number;params``."""
         return "tel:" + _escape(self.number, _TEL_NUMBER_SAFE) + _format_params(self.params)
@@ -304,6 +324,10 @@ class AbsoluteURI:
 
     scheme: str
     value: str
+
+    def copy(self) -> AbsoluteURI:
+        """Return a copy (the parse memo hands out copies of every URI type)."""
+        return AbsoluteURI(self.scheme, self.value)
 
     def __str__(self) -> str:
         """Serialise back to ``scheme:value``."""
@@ -374,14 +398,6 @@ def _parse_tel(rest: str, what: str) -> TelURI:
 _uri_cache: dict[str, URI] = {}
 
 
-def _copy(uri: URI) -> URI:
-    if isinstance(uri, SipURI):
-        return uri.copy()
-    if isinstance(uri, TelURI):
-        return TelURI(uri.number, dict(uri.params))
-    return AbsoluteURI(uri.scheme, uri.value)
-
-
 def parse_uri(text: str, *, what: str = "URI") -> URI:
     """Parse one URI (no angle brackets, no surrounding whitespace).
 
@@ -399,11 +415,11 @@ def parse_uri(text: str, *, what: str = "URI") -> URI:
     """
     cached = _uri_cache.get(text)
     if cached is not None:
-        return _copy(cached)
+        return cached.copy()
     uri = _parse_uri(text, what)
     if len(_uri_cache) >= PARSE_CACHE_MAX:
         _uri_cache.clear()
-    _uri_cache[text] = _copy(uri)
+    _uri_cache[text] = uri.copy()
     return uri
 
 
