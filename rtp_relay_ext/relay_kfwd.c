@@ -26,30 +26,16 @@ int rr_kfwd_install(rr_kfwd *k, uint16_t in_port, const rr_sockaddr *src, uint16
     (void)k, (void)in_port, (void)src, (void)out_port, (void)dst, (void)rtcp_mux, (void)seen_index, (void)st;
     return -ENOSYS;
 }
-/* Copy a flow out under its lock, deleting it in the same system call when asked. */
-static int copy_flow(rr_kfwd *k, uint16_t in_port, int delete, rr_stream_stats *st, uint64_t *forwarded)
-{
-    rr_kf_key key = key_of(k, in_port);
-    rr_kf_value v;
-    int rc = delete ? bpf_map_lookup_and_delete_elem_flags(k->flows_fd, &key, &v, BPF_F_LOCK)
-                    : bpf_map_lookup_elem_flags(k->flows_fd, &key, &v, BPF_F_LOCK);
-    if (rc)
-        return -errno;
-    *st = v.stats;
-    *forwarded = v.forwarded;
-    return 0;
-}
-
 int rr_kfwd_read(rr_kfwd *k, uint16_t in_port, rr_stream_stats *st, uint64_t *forwarded)
 {
-    return copy_flow(k, in_port, 0, st, forwarded);
+    (void)k, (void)in_port, (void)st, (void)forwarded;
+    return -ENOSYS;
 }
-
 int rr_kfwd_withdraw(rr_kfwd *k, uint16_t in_port, rr_stream_stats *st, uint64_t *forwarded)
 {
-    return copy_flow(k, in_port, 1, st, forwarded);
+    (void)k, (void)in_port, (void)st, (void)forwarded;
+    return -ENOSYS;
 }
-
 int64_t rr_kfwd_last_seen(const rr_kfwd *k, uint32_t seen_index) { (void)k, (void)seen_index; return 0; }
 void rr_kfwd_totals(rr_kfwd *k, rr_kf_totals *out, uint64_t *run_ns, uint64_t *run_cnt)
 {
@@ -292,26 +278,28 @@ int rr_kfwd_install(rr_kfwd *k, uint16_t in_port, const rr_sockaddr *src, uint16
     return bpf_map_update_elem(k->flows_fd, &key, &v, BPF_ANY | BPF_F_LOCK) ? -errno : 0;
 }
 
-int rr_kfwd_read(rr_kfwd *k, uint16_t in_port, rr_stream_stats *st, uint64_t *forwarded)
+/* Copy a flow out under its lock, deleting it in the same system call when asked. */
+static int copy_flow(rr_kfwd *k, uint16_t in_port, int delete, rr_stream_stats *st, uint64_t *forwarded)
 {
     rr_kf_key key = key_of(k, in_port);
     rr_kf_value v;
-    if (bpf_map_lookup_elem_flags(k->flows_fd, &key, &v, BPF_F_LOCK))
+    int rc = delete ? bpf_map_lookup_and_delete_elem_flags(k->flows_fd, &key, &v, BPF_F_LOCK)
+                    : bpf_map_lookup_elem_flags(k->flows_fd, &key, &v, BPF_F_LOCK);
+    if (rc)
         return -errno;
     *st = v.stats;
     *forwarded = v.forwarded;
     return 0;
 }
 
+int rr_kfwd_read(rr_kfwd *k, uint16_t in_port, rr_stream_stats *st, uint64_t *forwarded)
+{
+    return copy_flow(k, in_port, 0, st, forwarded);
+}
+
 int rr_kfwd_withdraw(rr_kfwd *k, uint16_t in_port, rr_stream_stats *st, uint64_t *forwarded)
 {
-    rr_kf_key key = key_of(k, in_port);
-    rr_kf_value v;
-    if (bpf_map_lookup_and_delete_elem_flags(k->flows_fd, &key, &v, BPF_F_LOCK))
-        return -errno;
-    *st = v.stats;
-    *forwarded = v.forwarded;
-    return 0;
+    return copy_flow(k, in_port, 1, st, forwarded);
 }
 
 int64_t rr_kfwd_last_seen(const rr_kfwd *k, uint32_t seen_index)
