@@ -5,6 +5,8 @@ sbc.transport._udpio   recvmmsg/sendmmsg for SIP over UDP, with kernel receive t
 rtp_relay_ext._relay   the RTP relay engine (C threads + Cython control surface; its kernel fast
                        path, a BPF program compiled here with clang and embedded, when possible)
 loadtest.rtp_load._gen the RTP load generator's native sender/receiver
+sbc.transport._steer   SIP call steering across workers sharing a UDP port (a BPF program
+                       compiled here and embedded; only built where clang and libbpf exist)
 """
 
 import os
@@ -112,6 +114,17 @@ def build_kfwd_object() -> bool:
 # The relay's kernel fast path (rtp_relay_ext/relay_kfwd.*): built where clang and libbpf are.
 RELAY_KFWD = build_kfwd_object()
 
+# Set to 1 to build without the SIP call steering even where clang and libbpf exist.
+NO_STEER_ENV = "SBC_NO_STEER"
+STEER_SOURCE = "sbc/transport/steer.bpf.c"
+# Generated: the compiled steering program as a C array, included by _steer.pyx (not tracked).
+STEER_HEADER = "sbc/transport/steer_obj.h"
+# SIP call steering across workers sharing a UDP port (sbc/transport/steer.bpf.c, _steer.pyx):
+# the extension exists only where its program was built; sbc.transport.steering reports that.
+STEER = build_bpf_object(
+    STEER_SOURCE, STEER_HEADER, "sbc_steer_obj", "sbc/transport", "SIP call steering", NO_STEER_ENV
+)
+
 extensions = [
     # The SIP header splitter: the parse benchmark's profile hot spot (see sbc/sip/_speedups.pyx).
     Extension("sbc.sip._speedups", ["sbc/sip/_speedups.pyx"], extra_compile_args=["-O2"]),
@@ -141,5 +154,17 @@ extensions = [
         extra_link_args=["-pthread"],
     ),
 ]
+if STEER:
+    extensions.append(
+        Extension(
+            "sbc.transport._steer",
+            ["sbc/transport/_steer.pyx"],
+            include_dirs=["sbc/transport"],
+            # Rebuild when the embedded program changes, not only when the .pyx does.
+            depends=[STEER_HEADER],
+            libraries=["bpf"],
+            extra_compile_args=C_FLAGS,
+        )
+    )
 
 setup(ext_modules=cythonize(extensions, language_level=3, compiler_directives={"boundscheck": False}))
