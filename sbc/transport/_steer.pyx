@@ -162,7 +162,7 @@ cdef class Steering:
             bpf_object__close(self._obj)
             self._obj = NULL
 
-    def __enter__(self) -> "Steering":
+    def __enter__(self) -> Steering:
         return self
 
     def __exit__(self, *exc) -> None:
