@@ -76,6 +76,7 @@ typedef struct rr_worker {
     uint32_t narm;
     rr_closing closing[RR_CLOSE_QUEUE];
     uint32_t nclosing;
+    int kick_pending;          /* a wake-up was written and the worker has not taken its queues yet */
     uint64_t close_requested, close_done;
     uint64_t close_finished;   /* atomic: close_done once those sockets were really closed */
     /* epoll backend batch buffers */
@@ -197,9 +198,11 @@ int rr_uring_probe(void);
 void *rr_uring_worker_main(void *arg);
 /* Allocation hook: the new session's sockets get receives armed (caller holds w->lock). */
 void rr_uring_session_added(rr_worker *w, uint32_t slot, uint32_t gen);
-/* Free hook: hand the session's sockets to the worker to cancel and close, and
- * wait until it has (caller holds w->lock; the wait releases it meanwhile). */
+/* Free hook: hand the session's sockets to the worker to cancel and close at its next
+ * round (caller holds w->lock; it waits, releasing it, only while the queue is full). */
 void rr_uring_session_closing(rr_worker *w, rr_session *s, uint32_t slot, uint32_t old_gen);
+/* Wake the worker now (caller holds w->lock and the ring is live): it runs its queued control work. */
+void rr_uring_kick(rr_worker *w);
 #endif
 
 #endif

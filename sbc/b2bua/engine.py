@@ -14,7 +14,7 @@ import itertools
 import logging
 import random
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -99,6 +99,31 @@ CODE_TRANSPORT_ERROR = 503
 # would otherwise keep every finished Call object alive until then (same rule as the
 # transaction layer's HEAP_COMPACT_MIN).
 TIMER_HEAP_COMPACT_MIN = 1024
+
+
+class _Isolated:
+    """The context manager behind :meth:`B2BUA._isolated`: a class, not a generator-based
+    ``contextmanager``, because it wraps every message a call handles and the generator
+    machinery cost about four times as much per use."""
+
+    __slots__ = ("b2bua", "call", "now", "answer")
+
+    def __init__(
+        self, b2bua: B2BUA, call: Call | None, now: float, answer: tuple[TransactionKey, Request] | None
+    ) -> None:
+        self.b2bua = b2bua
+        self.call = call
+        self.now = now
+        self.answer = answer
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        if exc_type is None or not issubclass(exc_type, Exception):
+            return False
+        self.b2bua._isolation_failed(self.call, self.now, self.answer)
+        return True
 
 
 @dataclass(slots=True)
@@ -1445,24 +1470,25 @@ class B2BUA:
                 log.exception("call %s: limits released twice", call.id)
         self._emit_cdr(call)
 
-    @contextlib.contextmanager
     def _isolated(
         self, call: Call | None, now: float, *, answer: tuple[TransactionKey, Request] | None = None
-    ) -> Iterator[None]:
+    ) -> _Isolated:
         """Run one piece of ``call``'s handling so that an unexpected exception (a bug) ends
         that call alone (:meth:`_abort`) and never reaches the core or another call. With
         ``answer`` (a server transaction and its request), that request then gets 500 if it
         has no final response yet. Swallows every ``Exception``."""
-        try:
-            yield
-        except Exception:
-            log.exception("call %s: unexpected error, ending the call", call.id if call else "-")
-            if call is not None:
-                self._abort(call, now)
-            if answer is not None and answer[1].method != "ACK":
-                key, req = answer
-                with contextlib.suppress(Exception):
-                    self.core.respond(key, make_response(req, CODE_INTERNAL_ERROR), now)
+        return _Isolated(self, call, now, answer)
+
+    def _isolation_failed(
+        self, call: Call | None, now: float, answer: tuple[TransactionKey, Request] | None
+    ) -> None:
+        log.exception("call %s: unexpected error, ending the call", call.id if call else "-")
+        if call is not None:
+            self._abort(call, now)
+        if answer is not None and answer[1].method != "ACK":
+            key, req = answer
+            with contextlib.suppress(Exception):
+                self.core.respond(key, make_response(req, CODE_INTERNAL_ERROR), now)
 
     def _abort(self, call: Call, now: float, *, reason: str = "internal error") -> None:
         """Tear ``call`` down after something went wrong on the SBC's side.

@@ -68,6 +68,7 @@ def describe(sdp: SessionDescription) -> list[StreamPeer]:
                 dtmf_pt = int(pt)
         if m.fmts and m.fmts[0] in rtpmap:
             clock_rate = rtpmap[m.fmts[0]][1]
+        held = m.is_held(sdp)
         out.append(
             StreamPeer(
                 index=i,
@@ -78,8 +79,8 @@ def describe(sdp: SessionDescription) -> list[StreamPeer]:
                 rtcp_mux=m.rtcp_mux,
                 clock_rate=clock_rate,
                 dtmf_pt=dtmf_pt,
-                held=m.is_held(sdp),
-                quiet=m.port != 0 and (m.is_held(sdp) or m.direction(sdp) == "recvonly"),
+                held=held,
+                quiet=m.port != 0 and (held or m.direction(sdp) == "recvonly"),
             )
         )
     return out
