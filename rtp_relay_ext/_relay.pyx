@@ -208,6 +208,12 @@ cdef class RelayEngine:
     Sessions are plain integer ids (slot and generation), so a stale id after
     ``free`` raises SessionNotFound instead of touching a newer call.  Methods
     are safe to call from any Python thread.
+
+    The per-call control methods keep the GIL: they take a worker's lock for
+    microseconds and never wait on Python.  Releasing it around each of them
+    (about ten per call) handed the GIL to any thread waiting for it (the
+    store's) and made the signalling thread queue to get it back.  Only start,
+    stop and close, which join threads, release it.
     """
 
     cdef rr_engine *_e
@@ -390,8 +396,7 @@ cdef class RelayEngine:
         p.dtmf_pt = -1 if dtmf_pt is None else dtmf_pt
         p.timeout_ns = _ns(timeout)
         p.hold_timeout_ns = _ns(hold_timeout)
-        with nogil:
-            rc = rr_session_alloc(e, &p, &sid)
+        rc = rr_session_alloc(e, &p, &sid)
         if rc != RR_OK:
             _raise(rc)
         return sid
@@ -405,8 +410,7 @@ cdef class RelayEngine:
         cdef int rc
         cdef rr_engine *e = self._engine()
         cdef uint64_t sid = session_id
-        with nogil:
-            rc = rr_session_free(e, sid, &info)
+        rc = rr_session_free(e, sid, &info)
         if rc != RR_OK:
             _raise(rc, session_id)
         return _info(&info)
@@ -440,8 +444,7 @@ cdef class RelayEngine:
         _parse(rtcp, &peer.rtcp)
         peer.rtcp_mux = 1 if rtcp_mux else 0
         peer.latch_mode = RR_LATCH_STRICT if strict else RR_LATCH_SYMMETRIC
-        with nogil:
-            rc = rr_session_set_peer(e, sid, c_leg, &peer)
+        rc = rr_session_set_peer(e, sid, c_leg, &peer)
         if rc != RR_OK:
             _raise(rc, session_id)
 
@@ -451,8 +454,7 @@ cdef class RelayEngine:
         cdef rr_engine *e = self._engine()
         cdef uint64_t sid = session_id
         cdef int h = 1 if held else 0
-        with nogil:
-            rc = rr_session_set_hold(e, sid, h)
+        rc = rr_session_set_hold(e, sid, h)
         if rc != RR_OK:
             _raise(rc, session_id)
 
@@ -462,8 +464,7 @@ cdef class RelayEngine:
         cdef int rc
         cdef rr_engine *e = self._engine()
         cdef uint64_t sid = session_id
-        with nogil:
-            rc = rr_session_restart_idle(e, sid)
+        rc = rr_session_restart_idle(e, sid)
         if rc != RR_OK:
             _raise(rc, session_id)
 
@@ -475,8 +476,7 @@ cdef class RelayEngine:
         cdef uint64_t sid = session_id
         cdef int64_t t = _ns(timeout)
         cdef int64_t h = _ns(hold_timeout)
-        with nogil:
-            rc = rr_session_set_timeouts(e, sid, t, h)
+        rc = rr_session_set_timeouts(e, sid, t, h)
         if rc != RR_OK:
             _raise(rc, session_id)
 
@@ -487,8 +487,7 @@ cdef class RelayEngine:
         cdef uint64_t sid = session_id
         cdef unsigned int c = clock_rate
         cdef int pt = -1 if dtmf_pt is None else dtmf_pt
-        with nogil:
-            rc = rr_session_set_media(e, sid, c, pt)
+        rc = rr_session_set_media(e, sid, c, pt)
         if rc != RR_OK:
             _raise(rc, session_id)
 
@@ -502,8 +501,7 @@ cdef class RelayEngine:
         cdef int rc
         cdef rr_engine *e = self._engine()
         cdef uint64_t sid = session_id
-        with nogil:
-            rc = rr_session_info_get(e, sid, &info)
+        rc = rr_session_info_get(e, sid, &info)
         if rc != RR_OK:
             _raise(rc, session_id)
         return _info(&info)
@@ -518,8 +516,7 @@ cdef class RelayEngine:
         cdef int rc
         cdef rr_engine *e = self._engine()
         cdef uint64_t sid = session_id
-        with nogil:
-            rc = rr_session_ports(e, sid, p)
+        rc = rr_session_ports(e, sid, p)
         if rc != RR_OK:
             _raise(rc, session_id)
         return (p[0], p[1]), (p[2], p[3])
@@ -533,8 +530,7 @@ cdef class RelayEngine:
         if ids == NULL:
             raise MemoryError()
         try:
-            with nogil:
-                n = rr_sessions_idle_since(e, t, ids, IDLE_QUERY_MAX)
+            n = rr_sessions_idle_since(e, t, ids, IDLE_QUERY_MAX)
             return [ids[i] for i in range(n)]
         finally:
             free(ids)
@@ -554,8 +550,7 @@ cdef class RelayEngine:
             raise MemoryError()
         out = []
         try:
-            with nogil:
-                n = rr_events_poll(e, evs, EVENTS_PER_POLL)
+            n = rr_events_poll(e, evs, EVENTS_PER_POLL)
             for i in range(n):
                 if evs[i].type == RR_EVENT_DTMF:
                     out.append(DtmfEvent(
@@ -591,8 +586,7 @@ cdef class RelayEngine:
         """
         cdef rr_engine_counters c
         cdef rr_engine *e = self._engine()
-        with nogil:
-            rr_engine_counters_get(e, &c)
+        rr_engine_counters_get(e, &c)
         return {
             "wakeups": c.wakeups,
             "recv_calls": c.recv_calls,
