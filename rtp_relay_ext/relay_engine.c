@@ -1022,6 +1022,8 @@ static uint64_t drain_stale(int fd)
 static uint64_t drain_stale_all(const rr_endpoint *eps, int n)
 {
     struct pollfd pfd[4];
+    if (n <= 0 || n > 4)
+        return 0;
     for (int i = 0; i < n; i++)
         pfd[i] = (struct pollfd){.fd = eps[i].fd, .events = POLLIN};
     if (poll(pfd, (nfds_t)n, 0) <= 0)
@@ -1192,7 +1194,7 @@ static int wait_for_closes(rr_engine *e)
         int live = w->ring_live;
 #ifdef RR_HAVE_IO_URING
         /* free() leaves the closes to the worker's next round: ask for it now */
-        if (live && __atomic_load_n(&w->close_finished, __ATOMIC_ACQUIRE) < target && !w->kick_pending)
+        if (live && __atomic_load_n(&w->close_finished, __ATOMIC_ACQUIRE) < target)
             rr_uring_kick(w);
 #endif
         pthread_mutex_unlock(&w->lock);
@@ -1265,13 +1267,8 @@ static int session_alloc_once(rr_engine *e, const rr_session_params *p, uint64_t
     e->nsessions++;
     pthread_mutex_unlock(&e->ctl_lock);
 
-    uint64_t stale;
-    if (spared[0] && spared[1])
-        stale = drain_stale_all(eps, 4);
-    else if (spared[0] || spared[1])
-        stale = drain_stale_all(&eps[spared[0] ? 0 : 2], 2);
-    else
-        stale = 0;
+    /* the spared legs' endpoints are contiguous: both, leg A's (0-1) or leg B's (2-3) */
+    uint64_t stale = drain_stale_all(&eps[spared[0] ? 0 : 2], 2 * (spared[0] + spared[1]));
     if (stale)
         __atomic_fetch_add(&e->spare_drained, stale, __ATOMIC_RELAXED);
 

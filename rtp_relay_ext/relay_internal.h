@@ -201,7 +201,8 @@ void rr_uring_session_added(rr_worker *w, uint32_t slot, uint32_t gen);
 /* Free hook: hand the session's sockets to the worker to cancel and close at its next
  * round (caller holds w->lock; it waits, releasing it, only while the queue is full). */
 void rr_uring_session_closing(rr_worker *w, rr_session *s, uint32_t slot, uint32_t old_gen);
-/* Wake the worker now (caller holds w->lock and the ring is live): it runs its queued control work. */
+/* Wake the worker (caller holds w->lock and the ring is live) unless a wake-up is already
+ * pending: it runs its queued control work. */
 void rr_uring_kick(rr_worker *w);
 #endif
 
