@@ -500,6 +500,17 @@ def test_two_workers_share_sessions(peers: tuple[Peer, Peer], backend: str) -> N
         assert e.counters()["sessions"] == 0
 
 
+def _bindable(port: int) -> bool:
+    """True if ``port`` on HOST can be bound now (EADDRINUSE while a pending receive keeps a
+    freed socket open)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            return False
+        return True
+
+
 def test_free_releases_the_ports_promptly(engine: RelayEngine, peers: tuple[Peer, Peer]) -> None:
     """free() closes the sockets (io_uring: the worker cancels the receives, then closes, on its
     next round, within 100 ms even when idle: long before the quarantine lets the ports be reused)."""
@@ -513,16 +524,8 @@ def test_free_releases_the_ports_promptly(engine: RelayEngine, peers: tuple[Peer
     engine.free(sid)
     freed = time.monotonic()
 
-    def bindable(port: int) -> bool:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            try:
-                probe.bind((HOST, port))  # EADDRINUSE while a pending receive keeps the socket
-            except OSError:
-                return False
-            return True
-
     for port in (a_rtp, a_rtcp, b_rtp, b_rtcp):
-        assert wait_for(lambda port=port: bindable(port), timeout=1.0), port
+        assert wait_for(lambda port=port: _bindable(port), timeout=1.0), port
     assert time.monotonic() - freed < 0.5
 
 
@@ -564,15 +567,7 @@ def test_freeing_many_sessions_never_blocks_on_an_idle_worker(backend: str) -> N
         assert slowest < 0.05, slowest
         assert len(sids) == 250 and len(set(ports)) == 4 * 250
 
-        def bindable(port: int) -> bool:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-                try:
-                    probe.bind((HOST, port))
-                except OSError:
-                    return False
-                return True
-
-        assert wait_for(lambda: all(bindable(p) for p in ports), timeout=1.0)
+        assert wait_for(lambda: all(_bindable(p) for p in ports), timeout=1.0)
         assert e.counters()["sessions"] == 0
 
 

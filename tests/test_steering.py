@@ -8,6 +8,7 @@ the Call-ID, and the ones without a Call-ID show where the kernel's fallback lan
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import os
@@ -85,6 +86,21 @@ def _skip_reason() -> str | None:
 
 
 kernel = pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
+
+
+@contextlib.contextmanager
+def _steered(n: int) -> Iterator[list[socket.socket]]:
+    """A steered group of n sockets (see _group); the steering and the sockets are closed after."""
+    socks = _group(n)
+    try:
+        steer = steering.steer_sockets(socks)
+        try:
+            yield socks
+        finally:
+            steer.close()
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def _group(n: int) -> list[socket.socket]:
@@ -180,9 +196,7 @@ def _cid() -> str:
 @kernel
 @pytest.mark.parametrize("n", [2, 3])
 def test_kernel_steers_every_call_id_form(client: socket.socket, n: int) -> None:
-    socks = _group(n)
-    steer = steering.steer_sockets(socks)
-    try:
+    with _steered(n) as socks:
         expected: dict[bytes, int] = {}
         # Plain requests and responses with random Call-IDs.
         for _ in range(120):
@@ -227,18 +241,12 @@ def test_kernel_steers_every_call_id_form(client: socket.socket, n: int) -> None
         wrong = [d[:80] for d, w in expected.items() if got[d] != w]
         assert not wrong, f"{len(wrong)} datagrams on the wrong worker, e.g. {wrong[:3]}"
         assert set(got.values()) == set(range(n)), "some worker got nothing"
-    finally:
-        steer.close()
-        for s in socks:
-            s.close()
 
 
 @kernel
 @pytest.mark.parametrize("n", [2, 3])
 def test_kernel_falls_back_without_a_call_id_and_loses_nothing(client: socket.socket, n: int) -> None:
-    socks = _group(n)
-    steer = steering.steer_sockets(socks)
-    try:
+    with _steered(n) as socks:
         no_cid = [_request("", extra=f"X-Seq: {i}\r\n") for i in range(5)]
         # Only the head counts: a Call-ID after the blank line is body text.
         body_only = [_request("", body=f"Call-ID: {_cid()}\r\n") for _ in range(30)]
@@ -262,10 +270,6 @@ def test_kernel_falls_back_without_a_call_id_and_loses_nothing(client: socket.so
             assert got[d] in fallback, d[:60]
         assert got[big] == worker_for_call_id(cid, n)
         assert got[largest] == worker_for_call_id(max_cid, n)
-    finally:
-        steer.close()
-        for s in socks:
-            s.close()
 
 
 @kernel
