@@ -158,14 +158,23 @@ class Sampler:
         now = time.monotonic()
         for name, pid in list(self.pids.items()):
             try:
-                proc = psutil.Process(pid)
-                with proc.oneshot():
-                    t = proc.cpu_times()
-                    self.cpu[name] = t.user + t.system
-                    if name == "sbc":
-                        self.rss.append((now, proc.memory_info().rss))
+                top = psutil.Process(pid)
+                # sbc run --workers N: the supervisor and its workers together.
+                procs = [top, *top.children(recursive=True)] if name == "sbc" else [top]
             except psutil.Error:
                 continue
+            cpu = rss = 0.0
+            for proc in procs:
+                try:
+                    with proc.oneshot():
+                        t = proc.cpu_times()
+                        cpu += t.user + t.system
+                        rss += proc.memory_info().rss if name == "sbc" else 0
+                except psutil.Error:
+                    continue
+            self.cpu[name] = cpu
+            if name == "sbc":
+                self.rss.append((now, int(rss)))
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -370,6 +379,7 @@ def run(args: argparse.Namespace) -> dict:
         "seconds": seconds,
         "hold_ms": hold_ms,
         "api": bool(args.api and not args.direct),
+        "workers": 0 if args.direct else args.workers,
     }
     sampler = Sampler()
     sbc = uas = uac = None
@@ -395,7 +405,7 @@ def run(args: argparse.Namespace) -> dict:
                 sbc = subprocess.Popen(
                     [sys.executable, "-m", "sbc", "run", "--sip-listen", f"udp:{SBC_IP}:{sbc_port}",
                      "--api-listen", api_listen, "--db", db_url, "--rtp-ip", SBC_IP,
-                     "--log-level", args.sbc_log_level],
+                     "--log-level", args.sbc_log_level, "--workers", str(args.workers)],
                     stdout=log, stderr=subprocess.STDOUT, env=sbc_env, cwd=workdir,
                     preexec_fn=_raise_fd_limit,
                 )  # fmt: skip
@@ -549,6 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve the REST API and /metrics (scraped every second) during the run")  # fmt: skip
     p.add_argument("--sbc-env", action="append", default=[], metavar="NAME=VALUE",
                    help="extra environment for sbc run, e.g. SBC_OVERLOAD_PROTECTION=false")  # fmt: skip
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="sbc run --workers N: worker processes sharing the SIP port, default 1")  # fmt: skip
     p.add_argument("--sbc-log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument(
         "--workdir", default=None, help="parent directory for the run's files (default: system temp)"

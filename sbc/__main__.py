@@ -14,6 +14,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from .app import serve
     from .config import ConfigError, load_settings
+    from .workers import WorkerInfo
 
     overrides = {
         "sip_listen": args.sip_listen,
@@ -23,15 +24,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "rtp_ports": args.rtp_ports,
         "log_level": args.log_level,
         "redis_url": args.redis,
+        "workers": args.workers,
     }
     try:
         settings = load_settings(overrides, args.config)
     except ConfigError as e:
         print(f"sbc: {e}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    worker = WorkerInfo.from_env()
+    tag = f"w{worker.index} " if worker is not None else ""
+    logging.basicConfig(level=settings.log_level, format=f"%(asctime)s {tag}%(levelname)s %(name)s: %(message)s")
+    if worker is None and settings.workers > 1:
+        from .workers.supervisor import supervise
+
+        return supervise(settings, sys.argv[1:])
     try:
-        uvloop.run(serve(settings))
+        uvloop.run(serve(settings, worker))
     except OSError as e:
         print(f"sbc: cannot start: {e}", file=sys.stderr)
         return 1
@@ -142,6 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rtp-ports", metavar="MIN-MAX", help="RTP port range (env SBC_RTP_PORTS)")
     run.add_argument(
         "--redis", metavar="URL", help="Redis for cluster-wide limits and carrier health (env SBC_REDIS_URL)"
+    )
+    run.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="worker processes sharing the SIP listeners, one per core to use (env SBC_WORKERS, default 1); "
+        "more than 1 needs the SIP steering program (clang and libbpf at build time, CAP_BPF to run)",
     )
     run.add_argument("--config", metavar="FILE.toml", help="TOML settings file (env SBC_CONFIG)")
     run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="env SBC_LOG_LEVEL")

@@ -30,8 +30,12 @@ from .sip.framing import FramingError
 from .sip.timers import TimerConfig
 from .store.cdr import CdrRecord
 from .store.store import Store
+from .transport.steering import place_this_process, worker_for_call_id
 from .transport.tcp import TcpTransport
 from .transport.udp import UdpListener, start_udp
+from .workers import WorkerInfo
+from .workers.bus import KIND_SIP, KIND_TCP_SEND, WorkerBus
+from .workers.forward import FrameError, pack_message, unpack_message
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +57,11 @@ DNS_LOAD_WAIT_S = 5.0
 class SbcApp:
     """One running SBC: transports, SIP core, timers. Use :meth:`start` and :meth:`stop`."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, worker: WorkerInfo | None = None) -> None:
         self.settings = settings
+        # One of several workers (sbc run --workers N), or None for a standalone SBC.
+        self.worker = worker
+        self.bus: WorkerBus | None = None
         self.core: SipCore | None = None
         self.udp: dict[tuple[str, int], UdpListener] = {}
         self._udp_default: UdpListener | None = None
@@ -102,12 +109,22 @@ class SbcApp:
             user_agent=s.user_agent,
             admission=self.overload if s.overload_protection else None,
         )
+        worker = self.worker
+        if worker is not None:
+            # Before anything makes a Call-ID: they must all steer back to this worker.
+            place_this_process(worker.index, worker.count)
+            self.bus = WorkerBus(worker)
+            self.bus.on(KIND_SIP, self._on_diverted)
+            self.bus.on(KIND_TCP_SEND, self._on_tcp_for_us)  # read from when provisioning is loaded
+            self.core.divert = self._divert
         self.tcp = TcpTransport(
             self.on_message,
             max_message_size=s.max_message_size,
             idle_timeout=s.tcp_idle_timeout,
             max_per_source=s.max_connections_per_source,
             on_framing_error=self.on_framing_error,
+            worker=worker.index if worker is not None else 0,
+            send_elsewhere=self._send_via_worker if worker is not None else None,
         )
         # Provisioning is loaded before any listener binds, so the first INVITE is routed.
         self.store = await Store.open(s.db)
@@ -140,17 +157,25 @@ class SbcApp:
             self.cluster.attach(self.b2bua)
             await self.cluster.start()
         await self.reload(force=True)
+        if self.bus is not None:
+            self.bus.start()
+        inherited = list(worker.fds) if worker is not None else []
         for spec in s.listeners:
+            sock = None
+            if inherited:
+                family = socket.AF_INET6 if ":" in spec.host else socket.AF_INET
+                kind = socket.SOCK_DGRAM if spec.transport == "udp" else socket.SOCK_STREAM
+                sock = socket.socket(family, kind, fileno=inherited.pop(0))
             if spec.transport == "udp":
-                listener = await start_udp(spec, self.receive, self.flush)
+                listener = await start_udp(spec, self.receive, self.flush, sock=sock)
                 self.udp[listener.local] = listener
                 self._udp_default = self._udp_default or listener
             elif spec.transport == "tcp":
-                await self.tcp.listen(spec)
+                await self.tcp.listen(spec, sock=sock)
             else:
                 raise OSError(f"transport {spec.transport} is not supported yet")
         self.flush()
-        if s.api_listen:
+        if s.api_listen and (worker is None or worker.index == 0):
             from .api.ops import HttpServer
 
             self.api_server = HttpServer(self._build_api(wall_offset))
@@ -164,7 +189,8 @@ class SbcApp:
             asyncio.create_task(self._watch_store()),
             asyncio.create_task(self._refresh_dns()),
         ]
-        log.info("sbc listening on %s", ", ".join(str(x) for x in s.listeners))
+        log.info("sbc%s listening on %s", f" worker {worker.index} of {worker.count}" if worker else "",
+                 ", ".join(str(x) for x in s.listeners))  # fmt: skip
 
     def _build_api(self, wall_offset: float) -> object:
         """The REST API (``sbc.api``) with the ops routes (/metrics, /healthz, /readyz) mounted.
@@ -198,6 +224,8 @@ class SbcApp:
 
         s = self.settings
         lo, hi = parse_port_range(s.rtp_ports)
+        if self.worker is not None:
+            lo, hi = rtp_port_slice(lo, hi, self.worker.index, self.worker.count)
         self.relay = RelayEngine(
             s.rtp_ip,
             lo,
@@ -313,6 +341,41 @@ class SbcApp:
                 for _ in batch:
                     queue.task_done()
 
+    # -- between workers (sbc run --workers N) ------------------------------------------------
+
+    def _divert(self, call_id: str, data: bytes, source: Address) -> bool:
+        """The core's ``divert``: hand a message of another worker's call to that worker."""
+        assert self.worker is not None and self.bus is not None
+        owner = worker_for_call_id(call_id, self.worker.count)
+        if owner == self.worker.index:
+            return False
+        metrics.WORKER_DIVERTED.inc()
+        self.bus.send(owner, KIND_SIP, pack_message(data, source))
+        return True
+
+    def _on_diverted(self, sender: int, payload: bytes) -> None:
+        """A message another worker read for a call of ours: handle it as if we had read it."""
+        try:
+            data, source = unpack_message(payload)
+        except FrameError:
+            metrics.SIP_MESSAGES_DROPPED.labels("bus", "bad-frame").inc()
+            return
+        self.on_message(data, source)
+
+    def _send_via_worker(self, worker: int, data: bytes, dest: Address) -> bool:
+        """The TCP transport's ``send_elsewhere``: the connection is another worker's."""
+        assert self.bus is not None
+        return self.bus.send(worker, KIND_TCP_SEND, pack_message(data, dest))
+
+    def _on_tcp_for_us(self, sender: int, payload: bytes) -> None:
+        """Another worker's answer for a peer on one of our TCP connections."""
+        try:
+            data, dest = unpack_message(payload)
+        except FrameError:
+            metrics.SIP_MESSAGES_DROPPED.labels("bus", "bad-frame").inc()
+            return
+        self.send(Outgoing(data, dest))
+
     # -- the loop's side of the sans-I/O core -------------------------------------------------
 
     def on_message(self, data: bytes, source: Address) -> None:
@@ -416,6 +479,8 @@ class SbcApp:
             listener.close()
         if self.tcp is not None:
             await self.tcp.close()
+        if self.bus is not None:
+            self.bus.close()
         if self.cluster is not None:
             await self.cluster.close()  # this node's calls stop counting cluster-wide at once
         if self.store is not None:
@@ -518,9 +583,20 @@ class GcPolicy:
                         generation, took * 1000, info.get("collected"))  # fmt: skip
 
 
-async def serve(settings: Settings) -> None:
+def rtp_port_slice(lo: int, hi: int, index: int, count: int) -> tuple[int, int]:
+    """Worker ``index``'s share of the RTP port range ``lo``-``hi``: ``count`` even-aligned
+    slices of equal size (the last one takes the remainder), so the workers' relays never
+    allocate the same port. Raises ValueError when a slice would hold no port pair."""
+    per = ((hi - lo + 1) // count) & ~1
+    if per < 2:
+        raise ValueError(f"RTP ports {lo}-{hi} are too few for {count} workers")
+    start = lo + index * per
+    return start, hi if index == count - 1 else start + per - 1
+
+
+async def serve(settings: Settings, worker: WorkerInfo | None = None) -> None:
     """Run until SIGTERM or SIGINT, then shut down cleanly."""
-    app = SbcApp(settings)
+    app = SbcApp(settings, worker)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     # Before the sockets open: a SIGTERM that arrives once the SBC answers must stop it cleanly.

@@ -129,6 +129,13 @@ class Settings(BaseSettings):
         default_factory=lambda: ["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"],
         description="SIP listeners, [udp:|tcp:]HOST:PORT",
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Worker processes sharing the SIP listeners, each on its own core (sbc.workers);"
+        " more than 1 needs the SIP steering program (built with clang and libbpf, loaded with CAP_BPF)",
+    )
     api_listen: str = Field("127.0.0.1:8080", description="REST API and /metrics, HOST:PORT ('' disables)")
     api_admin_key: str | None = Field(
         None,

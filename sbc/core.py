@@ -111,6 +111,11 @@ class SipCore:
         self.dialog_handler: Callable[[Request, object, float], bool] | None = None
         # Other sans-I/O owners of timers (the B2BUA): next_timer()/handle_timer(now).
         self.timer_owners: list = []
+        # With several workers (sbc.workers): ``divert(call_id, data, source)`` hands a message
+        # whose Call-ID another worker owns to that worker and returns True; this core then
+        # forgets it. The kernel steers nearly every datagram right; this catches the rest
+        # (TCP connections carry many calls, a Call-ID the steering program could not find).
+        self.divert: Callable[[str, bytes, Address], bool] | None = None
 
     # -- input --------------------------------------------------------------------------------
 
@@ -121,6 +126,8 @@ class SipCore:
             msg = parse_message(data, stream=source.reliable)
         except SIPParseError as e:
             self._refuse_unparsed(data, source, e)
+            return
+        if self.divert is not None and self._diverted(msg, data, source):
             return
         if isinstance(msg, Response):
             self._receive_response(msg, source, now)
@@ -136,6 +143,16 @@ class SipCore:
             return
         for event in self.transactions.receive(msg, source, now):
             self._dispatch(event, now)
+
+    def _diverted(self, msg: Request | Response, data: bytes, source: Address) -> bool:
+        """Whether another worker owns the message's call and took it. A message without a
+        Call-ID stays here and gets this core's answer (400, or dropped)."""
+        assert self.divert is not None
+        try:
+            call_id = msg.call_id
+        except SIPParseError:
+            return False
+        return self.divert(call_id, data, source)
 
     def _receive_response(self, msg: Response, source: Address, now: float) -> None:
         metrics.MESSAGES_RECEIVED[source.transport, "response"].inc()

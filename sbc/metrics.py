@@ -146,6 +146,10 @@ TCP_CONNECTIONS = Gauge("sbc_tcp_connections", "Open SIP TCP connections")
 TCP_CONNECTIONS_REFUSED = Counter(
     "sbc_tcp_connections_refused_total", "TCP connections refused by the per-source limit"
 )
+WORKER_DIVERTED = Counter(
+    "sbc_worker_diverted_messages_total",
+    "SIP messages this worker read for a call another worker holds, and handed to it (sbc run --workers)",
+)
 SIP_SEND_ERRORS = Counter("sbc_sip_send_errors_total", "Failed sends", ["transport"])
 # Not registered: the exported ``sbc_active_calls`` is counted at scrape time from the B2BUA's call
 # table (by direction and state, and it cannot drift). Kept so the engine's inc()/dec() still work.
@@ -541,7 +545,9 @@ class LiveCollector(Collector):
             "sbc_rtp_relay_events_dropped", "Relay events lost to a full queue", value=c["events_dropped"]
         )
         yield GaugeMetricFamily(
-            "sbc_rtp_relay_kernel_flows", "Stream directions the kernel fast path relays now", value=c["kernel_flows"]
+            "sbc_rtp_relay_kernel_flows",
+            "Stream directions the kernel fast path relays now",
+            value=c["kernel_flows"],
         )
         yield CounterMetricFamily(
             "sbc_rtp_relay_kernel_packets", "Packets the kernel fast path relayed", value=c["kernel_packets"]

@@ -83,7 +83,9 @@ routes:
 {routes}"""
 
 
-def start_provisioned(tmp_path: Path, yaml_text: str, env: dict | None = None) -> SbcProcess:
+def start_provisioned(
+    tmp_path: Path, yaml_text: str, env: dict | None = None, extra_args: list[str] | None = None
+) -> SbcProcess:
     """Provision the SBC's SQLite file from ``yaml_text`` and start ``sbc run`` on it."""
     (tmp_path / "provision.yaml").write_text(yaml_text)
     done = subprocess.run(
@@ -92,7 +94,7 @@ def start_provisioned(tmp_path: Path, yaml_text: str, env: dict | None = None) -
         capture_output=True, text=True, cwd=REPO, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    return start_sbc(tmp_path, env={**FAST_ENV, **(env or {})})
+    return start_sbc(tmp_path, extra_args=extra_args, env={**FAST_ENV, **(env or {})})
 
 
 def cdrs(tmp_path: Path) -> list:

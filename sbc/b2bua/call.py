@@ -21,6 +21,7 @@ from ..sip.message import Request
 from ..sip.randomness import random_hex
 from ..sip.transaction import make_branch
 from ..sip.uri import SipURI, parse_uri
+from ..transport.steering import PLACEMENT
 
 # RFC 3261 §8.1.1.6: 70 is the recommended initial Max-Forwards.
 DEFAULT_MAX_FORWARDS = 70
@@ -176,8 +177,15 @@ class Call:
 
 
 def new_call_id(host: str) -> str:
-    """A fresh Call-ID that reveals nothing about the other leg (RFC 3261 §8.1.1.4)."""
-    return f"{random_hex(12)}@{host}"
+    """A fresh Call-ID that reveals nothing about the other leg (RFC 3261 §8.1.1.4), and that
+    steers to this worker (``sbc run --workers N``), so the leg's answers come back here."""
+    return PLACEMENT.make(lambda: f"{random_hex(12)}@{host}")
+
+
+def new_call_ref() -> str:
+    """The SBC's own id of a new call (the API's call id), steering to this worker like its
+    Call-IDs, so that any worker can tell which one holds the call."""
+    return PLACEMENT.make(lambda: random_hex(8))
 
 
 def strip_tag(name_addr: str) -> str:

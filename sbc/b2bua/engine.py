@@ -43,7 +43,6 @@ from ..sip.events import (
 )
 from ..sip.message import Request, Response, make_response
 from ..sip.multipart import rewrite_sdp
-from ..sip.randomness import random_hex
 from ..sip.transaction import TransactionError
 from ..store.cdr import CdrAttempt, CdrRecord
 from .call import (
@@ -56,6 +55,7 @@ from .call import (
     contact_uri,
     display_and_user,
     new_call_id,
+    new_call_ref,
     parse_target,
     strip_tag,
     target_address,
@@ -353,7 +353,7 @@ class B2BUA:
             invite_key=key,
         )
         call = Call(
-            id=random_hex(8),
+            id=new_call_ref(),
             direction=direction,
             a=leg,
             caller=caller_user,
@@ -1658,7 +1658,7 @@ class B2BUA:
             metrics.LIMIT_REJECTIONS_BY_SCOPE[hit.kind].inc()
             raise OriginateError(503, f"{hit.kind} {hit.limit} limit reached")
         a = self._bridge_leg(e164, bridge_uri, bridge_dest)
-        call = Call(id=random_hex(8), direction="outbound", a=a, caller=caller, callee=e164, setup_at=now)
+        call = Call(id=new_call_ref(), direction="outbound", a=a, caller=caller, callee=e164, setup_at=now)
         call.customer = customer
         call.origin = Origin(bridge_uri, bridge_dest, fallbacks=targets[1:])
         call.scopes = tuple(scopes)

@@ -16,6 +16,7 @@ from routing.model import Carrier, Gateway
 from ..sip.events import Address, TransactionKey
 from ..sip.message import Request, Response
 from ..sip.transaction import TransactionLayer, make_branch
+from ..transport.steering import PLACEMENT
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class GatewayProber:
                 ("Max-Forwards", "70"),
                 ("From", f"<sip:probe@{me}>;tag=probe{self._seq}"),
                 ("To", f"<sip:{target}:{gw.port}>"),
-                ("Call-ID", f"probe-{self._seq}-{make_branch()[7:]}@{me}"),
+                ("Call-ID", PLACEMENT.make(lambda: f"probe-{self._seq}-{make_branch()[7:]}@{me}")),
                 ("CSeq", "1 OPTIONS"),
                 ("User-Agent", self.user_agent),
             ],

@@ -314,3 +314,20 @@ cdef class BatchSocket:
                     continue
                 i += n
         return total
+
+
+def fnv1a_32_trimmed(bytes data) -> int:
+    """FNV-1a-32 of ``data`` without its leading and trailing blanks (space, tab): the Call-ID
+    hash the SIP steering program computes (``steer.bpf.c``), in C because every message a
+    worker receives is checked against it (``sbc.transport.steering.worker_for_call_id``)."""
+    cdef const unsigned char* p = data
+    cdef Py_ssize_t start = 0, end = len(data)
+    cdef unsigned int h = 2166136261u
+    while start < end and (p[start] == 32 or p[start] == 9):
+        start += 1
+    while end > start and (p[end - 1] == 32 or p[end - 1] == 9):
+        end -= 1
+    while start < end:
+        h = (h ^ p[start]) * 16777619u
+        start += 1
+    return h

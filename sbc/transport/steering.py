@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from sbc.transport._steer import Steering
 
+from sbc.transport._udpio import fnv1a_32_trimmed
+
 try:
     from sbc.transport import _steer
 except ImportError:  # built only where clang and libbpf exist (setup.py)
@@ -23,9 +25,6 @@ except ImportError:  # built only where clang and libbpf exist (setup.py)
 
 FNV_BASIS = 0x811C9DC5
 FNV_PRIME = 0x01000193
-# The BPF program trims these around the header value; so must we, or a caller that hands us a
-# value as written in a header would disagree with the kernel.
-_BLANKS = b" \t"
 # call_id_for_worker gives up after this many draws: with a fair hash the chance that a random
 # Call-ID misses a given worker of N is (1 - 1/N), so 10,000 draws fail only for a broken `make`.
 MAX_DRAWS = 10_000
@@ -52,12 +51,13 @@ def worker_for_call_id(call_id: str | bytes, n: int) -> int:
     """The worker index (0..n-1) the kernel delivers datagrams with this Call-ID to.
 
     A ``str`` is hashed as its UTF-8 bytes (what goes on the wire); blanks around it are
-    ignored, as the BPF program trims them from the header value.
+    ignored, as the BPF program trims them from the header value. The hash is
+    :func:`fnv1a_32` computed in C: every message a worker receives is checked with it.
     """
     if n < 1:
         raise ValueError("n must be at least 1")
     raw = call_id.encode() if isinstance(call_id, str) else call_id
-    return fnv1a_32(raw.strip(_BLANKS)) % n
+    return fnv1a_32_trimmed(raw) % n
 
 
 def call_id_for_worker(index: int, n: int, make: Callable[[], str]) -> str:
@@ -73,6 +73,38 @@ def call_id_for_worker(index: int, n: int, make: Callable[[], str]) -> str:
         if worker_for_call_id(call_id, n) == index:
             return call_id
     raise RuntimeError(f"no Call-ID for worker {index} of {n} in {MAX_DRAWS} draws")
+
+
+class Placement:
+    """Which worker of how many this process is, for the identifiers it makes and the
+    messages it takes. A standalone SBC is worker 0 of 1: it owns everything."""
+
+    __slots__ = ("count", "index")
+
+    def __init__(self, index: int = 0, count: int = 1) -> None:
+        if not 0 <= index < count:
+            raise ValueError(f"worker {index} out of range for {count} workers")
+        self.index = index
+        self.count = count
+
+    def owns(self, call_id: str | bytes) -> bool:
+        """Whether the kernel steers datagrams with this Call-ID to this worker."""
+        return self.count == 1 or worker_for_call_id(call_id, self.count) == self.index
+
+    def make(self, make: Callable[[], str]) -> str:
+        """An identifier from ``make`` that steers to this worker (``make()`` itself alone)."""
+        return make() if self.count == 1 else call_id_for_worker(self.index, self.count, make)
+
+
+#: This process's place: set once by a worker at start (``sbc.app.SbcApp``), read by everything
+#: that makes Call-IDs for calls and probes this process sends, so their answers come back here.
+PLACEMENT = Placement()
+
+
+def place_this_process(index: int, count: int) -> None:
+    """Make this process worker ``index`` of ``count`` for :data:`PLACEMENT`'s users."""
+    checked = Placement(index, count)
+    PLACEMENT.index, PLACEMENT.count = checked.index, checked.count
 
 
 def steer_sockets(socks: Sequence[socket.socket]) -> Steering:

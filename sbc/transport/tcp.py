@@ -21,11 +21,25 @@ from ..sip.framing import FramedMessage, FramingError, KeepAlivePing, StreamFram
 log = logging.getLogger(__name__)
 
 OnMessage = Callable[[bytes, Address], None]
+LISTEN_BACKLOG = 1024
 # RFC 5626 §3.5.1: the answer to a CRLFCRLF ping is a single CRLF.
 PONG = b"\r\n"
 # How often idle connections are looked for; a fraction of the idle timeout is precise enough.
 IDLE_SWEEP_FRACTION = 0.25
 _conn_ids = itertools.count(1)
+#: Low bits of a connection id that name the worker process holding the connection (with
+#: ``sbc run --workers N`` a message may be handled by another worker than the one that read it,
+#: and its answer must go back over this connection; sbc.workers.MAX_WORKERS fits).
+CONN_WORKER_BITS = 8
+
+
+def conn_worker(conn_id: int) -> int:
+    """The worker holding the connection with this id."""
+    return conn_id & ((1 << CONN_WORKER_BITS) - 1)
+
+
+# Where a TcpTransport sends bytes for another worker's connection: (worker, data, address).
+SendElsewhere = Callable[[int, bytes, Address], bool]
 
 
 class TcpConnection(asyncio.Protocol):
@@ -33,7 +47,7 @@ class TcpConnection(asyncio.Protocol):
 
     def __init__(self, owner: TcpTransport, outbound: bool = False) -> None:
         self.owner = owner
-        self.id = next(_conn_ids)
+        self.id = (next(_conn_ids) << CONN_WORKER_BITS) | owner.worker
         self.framer = StreamFramer(owner.max_message_size)
         self.transport: asyncio.Transport | None = None
         self.peer: tuple[str, int] = ("", 0)
@@ -100,8 +114,12 @@ class TcpTransport:
         idle_timeout: float,
         max_per_source: int,
         on_framing_error: Callable[[FramingError, Address], None] | None = None,
+        worker: int = 0,
+        send_elsewhere: SendElsewhere | None = None,
     ) -> None:
         self.on_message = on_message
+        self.worker = worker
+        self.send_elsewhere = send_elsewhere
         self.on_framing_error = on_framing_error or (lambda ev, addr: None)
         self.max_message_size = max_message_size
         self.idle_timeout = idle_timeout
@@ -138,13 +156,19 @@ class TcpTransport:
             self._per_source.pop(conn.peer[0], None)
         return True
 
-    async def listen(self, spec: ListenSpec) -> None:
-        """Start a listener. Raises OSError when the address cannot be bound."""
+    async def listen(self, spec: ListenSpec, sock: socket.socket | None = None) -> None:
+        """Start a listener (on ``sock``, already bound and listening, when given: the
+        supervisor's socket that every worker accepts from). Raises OSError when the address
+        cannot be bound."""
         loop = asyncio.get_running_loop()
-        family = socket.AF_INET6 if ":" in spec.host else socket.AF_INET
-        server = await loop.create_server(
-            lambda: TcpConnection(self), spec.host, spec.port, family=family, reuse_address=True, backlog=1024
-        )
+        if sock is not None:
+            server = await loop.create_server(lambda: TcpConnection(self), sock=sock, backlog=LISTEN_BACKLOG)
+        else:
+            family = socket.AF_INET6 if ":" in spec.host else socket.AF_INET
+            server = await loop.create_server(
+                lambda: TcpConnection(self), spec.host, spec.port, family=family, reuse_address=True,
+                backlog=LISTEN_BACKLOG,
+            )  # fmt: skip
         self.servers.append(server)
         self.locals.append(server.sockets[0].getsockname()[:2])
         if self._sweeper is None:
@@ -154,8 +178,13 @@ class TcpTransport:
         """Send over the request's connection, else any open connection to the address.
 
         Returns False when no connection is open (the caller then reports a transport error
-        or, for requests, uses :meth:`send_to`).
+        or, for requests, uses :meth:`send_to`). A connection another worker holds is handed to
+        ``send_elsewhere``.
         """
+        if addr.conn_id is not None and self.send_elsewhere is not None:
+            holder = conn_worker(addr.conn_id)
+            if holder != self.worker:
+                return self.send_elsewhere(holder, data, addr)
         conn = self.connections.get(addr.conn_id) if addr.conn_id is not None else None
         if conn is None:
             conn = self._by_peer.get((addr.host, addr.port))

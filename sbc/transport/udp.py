@@ -151,10 +151,9 @@ class UdpListener:
         self.sock.close()
 
 
-async def start_udp(
-    spec: ListenSpec, on_message: OnMessage, on_batch_end: Callable[[], None] | None = None
-) -> UdpListener:
-    """Bind a UDP listener for ``spec``. Raises OSError when the address cannot be bound."""
+def bind_udp(spec: ListenSpec, *, reuse_port: bool = False) -> socket.socket:
+    """A non-blocking UDP socket bound to ``spec`` with large buffers; with ``reuse_port`` one of
+    a group sharing the address (``sbc run --workers N``). Raises OSError when it cannot bind."""
     family = socket.AF_INET6 if ":" in spec.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
@@ -162,8 +161,25 @@ async def start_udp(
         for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             with contextlib.suppress(OSError):  # capped by the kernel, not fatal
                 sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER_BYTES)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((spec.host, spec.port))
     except BaseException:
         sock.close()
         raise
+    return sock
+
+
+async def start_udp(
+    spec: ListenSpec,
+    on_message: OnMessage,
+    on_batch_end: Callable[[], None] | None = None,
+    sock: socket.socket | None = None,
+) -> UdpListener:
+    """Listen on ``spec`` (on ``sock`` when given: a worker's socket, bound by the supervisor).
+    Raises OSError when the address cannot be bound."""
+    if sock is None:
+        sock = bind_udp(spec)
+    else:
+        sock.setblocking(False)
     return UdpListener(spec, sock, on_message, on_batch_end)

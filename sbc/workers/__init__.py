@@ -11,7 +11,8 @@ for the SBC. ``--workers N`` runs N copies of the SBC that share every SIP liste
 * each worker is a whole SBC (:class:`sbc.app.SbcApp`) with its own SIP core, B2BUA, RTP relay
   (its own slice of the RTP port range) and CDR writer; the Call-IDs it makes for the calls it
   originates steer back to it (:func:`sbc.b2bua.call.new_call_id`);
-* the workers talk over :class:`sbc.workers.bus.WorkerBus` (abstract Unix datagram sockets):
+* the workers talk over :class:`sbc.workers.bus.WorkerBus` (a Unix datagram socket pair per
+  pair of workers):
   a message that reached the wrong worker (a TCP connection carries many calls; a Call-ID the
   kernel's scan could not find) is handed to the worker that owns its Call-ID.
 
@@ -30,21 +31,24 @@ ENV_INDEX = "SBC_WORKER_INDEX"
 ENV_COUNT = "SBC_WORKER_COUNT"
 ENV_GROUP = "SBC_WORKER_GROUP"
 ENV_FDS = "SBC_WORKER_FDS"
+ENV_PEERS = "SBC_WORKER_PEERS"
 
 
 @dataclass(frozen=True, slots=True)
 class WorkerInfo:
     """This process's place among the workers of one ``sbc run``.
 
-    ``group`` names the run (the supervisor's pid and a random token) so two SBCs on one host
-    never share bus sockets; ``fds`` are the inherited listening sockets, one per listener in
-    the order of :attr:`sbc.config.Settings.listeners`.
+    ``group`` names the run (the supervisor's pid and a random token, for logs); ``fds`` are
+    the inherited listening sockets, one per listener in the order of
+    :attr:`sbc.config.Settings.listeners`; ``peers`` the inherited bus sockets, one per worker
+    index (-1 at this worker's own).
     """
 
     index: int
     count: int
     group: str
     fds: tuple[int, ...] = ()
+    peers: tuple[int, ...] = ()
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> WorkerInfo | None:
@@ -56,7 +60,10 @@ class WorkerInfo:
         if not 0 <= index < count <= MAX_WORKERS:
             raise ValueError(f"worker {index} of {count} is out of range")
         fds = tuple(int(x) for x in env.get(ENV_FDS, "").split(",") if x)
-        return cls(index, count, env[ENV_GROUP], fds)
+        peers = tuple(int(x) for x in env.get(ENV_PEERS, "").split(",") if x)
+        if len(peers) != count:
+            raise ValueError(f"{ENV_PEERS} must name {count} sockets, got {len(peers)}")
+        return cls(index, count, env[ENV_GROUP], fds, peers)
 
     def env(self) -> dict[str, str]:
         """The environment variables that make a child process this worker."""
@@ -65,4 +72,5 @@ class WorkerInfo:
             ENV_COUNT: str(self.count),
             ENV_GROUP: self.group,
             ENV_FDS: ",".join(str(fd) for fd in self.fds),
+            ENV_PEERS: ",".join(str(fd) for fd in self.peers),
         }

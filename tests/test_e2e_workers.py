@@ -1,0 +1,142 @@
+"""``sbc run --workers 2`` end to end: SIPp calls through two worker processes sharing one port.
+
+The kernel steers each SIP datagram to the worker that owns its Call-ID; a message on a TCP
+connection that another worker accepted is handed over the bus, and its answer goes back over
+that connection. Every test checks that both workers held calls (by the CDRs' Call-IDs, with
+the steering hash), so a mode where one worker quietly does everything cannot pass.
+Addresses and the provision file are those of ``tests/test_e2e_calls.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+
+import psutil
+import pytest
+
+from sbc.transport.steering import steering_available, worker_for_call_id
+from tests.sbcproc import wait_for
+from tests.sipp import SIPP, run_sipp, start_uas
+from tests.test_e2e_calls import (
+    CARRIER,
+    DID,
+    GW1,
+    PBX,
+    provision,
+    sbc_target,
+    start_provisioned,
+    stop_and_read,
+)
+
+pytestmark = [
+    pytest.mark.sipp,
+    pytest.mark.skipif(SIPP is None, reason="SIPp (Debian sip-tester) is installed by scripts/test.sh"),
+    pytest.mark.skipif(not steering_available(), reason="SIP steering needs clang and libbpf at build time"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="loading the steering program needs CAP_BPF"),
+]
+
+WORKERS = ["--workers", "2"]
+
+
+def _answered_on_both_workers(rows: list, calls: int) -> None:
+    assert len(rows) == calls
+    assert {r.disposition for r in rows} == {"answered"}
+    owners = {worker_for_call_id(r.call_id, 2) for r in rows}
+    assert owners == {0, 1}, f"all calls on worker(s) {owners}"
+
+
+def _workers(sbc) -> list[psutil.Process]:
+    return psutil.Process(sbc.proc.pid).children()
+
+
+@pytest.mark.parametrize("transport", ["u1", "t1"])
+def test_calls_from_one_carrier_socket_are_shared_by_both_workers(tmp_path, transport) -> None:
+    """UDP: the steering program spreads one carrier's calls by Call-ID. TCP: one connection,
+    accepted by one worker, carries every call; the other worker's calls are handed to it and
+    its answers come back over the same connection."""
+    calls = 24
+    with start_uas("uas_answer", PBX, calls=calls, workdir=tmp_path) as pbx:
+        sbc = start_provisioned(tmp_path, provision([(GW1, 5060)], pbx.local_port), extra_args=WORKERS)
+        try:
+            uac = run_sipp("uac_call", sbc_target(sbc), local_ip=CARRIER, service=DID, calls=calls, rate=40,
+                           hold_ms=100, transport=transport, timeout_s=20, workdir=tmp_path)  # fmt: skip
+            pbx_result = pbx.wait(10)
+        finally:
+            rows = stop_and_read(sbc, tmp_path)
+    assert uac.returncode == 0, uac.explain() + sbc.log()[-3000:]
+    assert pbx_result.returncode == 0, pbx_result.explain()
+    _answered_on_both_workers(rows, calls)
+    assert "Traceback" not in sbc.log()
+
+
+def test_each_worker_opens_its_own_tcp_connection_to_a_tcp_pbx(tmp_path) -> None:
+    """B-legs over TCP: a worker's outbound connection answers that worker's calls only."""
+    calls = 16
+    with start_uas("uas_answer", PBX, calls=calls, transport="t1", workdir=tmp_path) as pbx:
+        yaml_text = provision([(GW1, 5060)], pbx.local_port).replace(
+            f'uri: "sip:{PBX}:{pbx.local_port}"', f'uri: "sip:{PBX}:{pbx.local_port};transport=tcp"'
+        )
+        sbc = start_provisioned(tmp_path, yaml_text, extra_args=WORKERS)
+        seen: set[tuple[int, int]] = set()  # (worker pid, local port) of connections to the PBX
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.wait(0.05):
+                for w in _workers(sbc):
+                    with contextlib.suppress(psutil.Error):
+                        seen.update((w.pid, c.laddr.port) for c in w.net_connections("tcp")
+                                    if c.raddr and c.raddr.port == pbx.local_port)  # fmt: skip
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            uac = run_sipp("uac_call", sbc_target(sbc), local_ip=CARRIER, service=DID, calls=calls, rate=40,
+                           hold_ms=300, timeout_s=20, workdir=tmp_path)  # fmt: skip
+            pbx_result = pbx.wait(10)
+        finally:
+            done.set()
+            watcher.join()
+            rows = stop_and_read(sbc, tmp_path)
+    assert uac.returncode == 0, uac.explain() + sbc.log()[-3000:]
+    assert pbx_result.returncode == 0, pbx_result.explain()
+    _answered_on_both_workers(rows, calls)
+    assert len({pid for pid, _ in seen}) == 2, seen  # each worker had its own connection
+
+
+def test_a_worker_that_dies_is_restarted_and_takes_calls_again(tmp_path) -> None:
+    calls = 12
+    with start_uas("uas_answer", PBX, calls=calls, workdir=tmp_path) as pbx:
+        sbc = start_provisioned(tmp_path, provision([(GW1, 5060)], pbx.local_port), extra_args=WORKERS)
+        try:
+            before = wait_for(lambda: len(_workers(sbc)) == 2 and _workers(sbc))
+            assert before, sbc.log()
+            victim = before[1].pid
+            os.kill(victim, signal.SIGKILL)
+
+            def restarted() -> set[int] | None:
+                pids = {p.pid for p in _workers(sbc)}
+                return pids if len(pids) == 2 and victim not in pids else None
+
+            assert wait_for(restarted), sbc.log()
+            time.sleep(2.0)  # the new worker loads provisioning and binds its bus socket
+            uac = run_sipp("uac_call", sbc_target(sbc), local_ip=CARRIER, service=DID, calls=calls, rate=40,
+                           hold_ms=100, timeout_s=20, workdir=tmp_path)  # fmt: skip
+            pbx_result = pbx.wait(10)
+        finally:
+            rows = stop_and_read(sbc, tmp_path)
+    assert uac.returncode == 0, uac.explain() + sbc.log()[-3000:]
+    assert pbx_result.returncode == 0, pbx_result.explain()
+    _answered_on_both_workers(rows, calls)
+    assert "restarting" in sbc.log()
+
+
+def test_sigterm_stops_every_worker(tmp_path) -> None:
+    sbc = start_provisioned(tmp_path, provision([(GW1, 5060)], 5999), extra_args=WORKERS)
+    workers = wait_for(lambda: len(_workers(sbc)) == 2 and _workers(sbc))
+    assert workers, sbc.log()
+    assert sbc.stop() == 0, sbc.log()
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in workers)
