@@ -113,12 +113,9 @@ class Supervisor:
                 raise SupervisorError(f"transport {spec.transport} is not supported yet")
 
     def _bind_udp_group(self, spec: ListenSpec) -> list[socket.socket]:
-        first = bind_udp(spec, reuse_port=True)
-        group = [first]
+        group: list[socket.socket] = []
         try:
-            # Port 0: the kernel's choice for the first socket is every worker's port.
-            same = dataclasses.replace(spec, port=first.getsockname()[1])
-            group += [bind_udp(same, reuse_port=True) for _ in range(self.count - 1)]
+            group += [bind_udp(spec, reuse_port=True) for _ in range(self.count)]
             try:
                 self._steerings.append(steer_sockets(group))
             except OSError as e:
