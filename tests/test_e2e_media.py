@@ -50,7 +50,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -64,6 +64,7 @@ from sbc.config import load_settings
 from sbc.media.manager import CallMedia, MediaManager
 from sbc.store.cdr import CdrRecord
 from sbc.store.store import Store
+from sbc.transport.steering import steering_available, worker_for_call_id
 from tests.sbcproc import SbcProcess
 from tests.sipp import (
     REPO,
@@ -725,6 +726,7 @@ def run_call(
     caller_ip: str = CARRIER,
     callee_ip: str = PBX,
     timeout_s: float = 15.0,
+    uac_extra: Sequence[str] = (),
 ) -> CallRun:
     """Start the callee SIPp on ``callee_ip:uas_port``, run the caller SIPp from ``caller_ip`` at
     ``target`` to the end, and capture the media ports of both and ``capture_ranges`` meanwhile.
@@ -741,7 +743,7 @@ def run_call(
             uac = run_sipp(
                 uac_scenario, target, local_ip=caller_ip, local_port=free_port(caller_ip), service=DID,
                 caller=CALLER, hold_ms=hold_ms, keys=uac_keys, timeout_s=timeout_s, workdir=tmp_path,
-                extra=_echo_args(*caller_at) if caller_echo else _play_args(*caller_at),
+                extra=[*(_echo_args(*caller_at) if caller_echo else _play_args(*caller_at)), *uac_extra],
             )  # fmt: skip
             uas_result = uas.wait(10)
         time.sleep(0.2)  # the last echoes still on their way
@@ -816,26 +818,38 @@ def test_audio_flows_both_ways_through_the_relay(tmp_path, sbc) -> None:
 
 @e2e
 @pytest.mark.skipif(KERNEL_STATUS is not None, reason=f"kernel path: {KERNEL_STATUS}")
-def test_kernel_fast_path_carries_the_audio(tmp_path) -> None:
+@pytest.mark.parametrize(("workers", "owner"), [(1, 0), (2, 0), (2, 1)])
+def test_kernel_fast_path_carries_the_audio(tmp_path, workers: int, owner: int) -> None:
     """The same call with the relay's kernel fast path on: once both sources latched, the
     BPF program relays the audio; the CDR counts every packet the endpoints sent the relay
     (the kernel's stats merged with the threads'), most of them relayed in the kernel, and
     its loss and jitter say nothing went missing. (Delivery from the relay ports to each
     endpoint is checked socket by socket in tests/test_relay_kernel.py: the capture here
-    sees packets before the kernel rewrites them.)"""
-    sbc = start_media_sbc(tmp_path, env={"SBC_RTP_KERNEL_FORWARD": "on"})
+    sees packets before the kernel rewrites them.)
+
+    With two workers each relay attaches its own program to the interface and a packet that is
+    not one of a program's flows passes on to the next: the call is made once with a Call-ID
+    that steers to each worker (SIPp's ``-cid_str``), so both places in the chain are tried."""
+    if workers > 1 and (not steering_available() or os.geteuid() != 0):
+        pytest.skip("several workers need the SIP steering program and CAP_BPF")
+    sbc = start_media_sbc(tmp_path, env={"SBC_RTP_KERNEL_FORWARD": "on", "SBC_WORKERS": str(workers)})
+    prefix = next(
+        p for p in (f"w{i}" for i in range(1000)) if worker_for_call_id(f"{p}-1@{CARRIER}", workers) == owner
+    )
     try:
         stream = new_stream().audio(100)
         scenario = with_pcap("uac_audio", tmp_path, uac_audio=write_pcap(tmp_path / "audio.pcap", stream))
         call = run_call(tmp_path, sbc.target, scenario, "uas_answer", uas_port=sbc.pbx_port,
-                        hold_ms=_hold_ms(stream), capture_ranges=[sbc.rtp_ports])  # fmt: skip
+                        hold_ms=_hold_ms(stream), capture_ranges=[sbc.rtp_ports],
+                        uac_extra=["-cid_str", f"{prefix}-%u@%s"])  # fmt: skip
         assert sbc.stop() == 0, sbc.proc.log()
     finally:
         sbc.stop()
-    assert "kernel fast path: attached to lo ingress" in sbc.proc.log()
+    assert sbc.proc.log().count("kernel fast path: attached to lo ingress") == workers
     assert call.uac.returncode == 0 and call.uas.returncode == 0, call.uac.explain() + call.uas.explain()
     counts = {hop: len(pkts) for hop, pkts in call.hops().items()}
     (cdr,) = sbc.cdrs()
+    assert cdr.call_id == f"{prefix}-1@{CARRIER}"
     assert (cdr.disposition, cdr.hangup_by) == ("answered", "caller")
     stats = cdr.media["streams"]["0"]
     for direction, hop in (("a_to_b", "caller -> relay"), ("b_to_a", "callee -> relay")):

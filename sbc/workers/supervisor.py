@@ -12,7 +12,8 @@ write their CDRs.
   The supervisor keeps its copies: a restarted worker gets the same socket back, with whatever
   arrived for it while it was down.
 * TCP: each listener is bound once; every worker accepts from it (the kernel hands each new
-  connection to one of them). Messages on a connection for a call another worker holds are
+  connection to one of them). The first worker ready for calls starts it listening: until then a
+  connection is refused rather than left waiting on a socket nobody serves yet. Messages on a connection for a call another worker holds are
   handed over the bus (:mod:`sbc.workers.forward`).
 * Digest nonces must verify on every worker: without ``auth_secret`` the supervisor makes one
   secret for all of them.
@@ -34,7 +35,6 @@ from types import FrameType
 
 from ..config import ListenSpec, Settings
 from ..transport.steering import steer_sockets, steering_available
-from ..transport.tcp import LISTEN_BACKLOG
 from ..transport.udp import bind_udp
 from . import WorkerInfo
 from .bus import socket_mesh
@@ -134,8 +134,7 @@ class Supervisor:
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((spec.host, spec.port))
-            sock.listen(LISTEN_BACKLOG)
+            sock.bind((spec.host, spec.port))  # each worker listens when it is ready for calls
             sock.setblocking(False)
         except BaseException:
             sock.close()
