@@ -196,7 +196,9 @@ class SbcApp:
         """The REST API (``sbc.api``) with the ops routes (/metrics, /healthz, /readyz) mounted.
 
         Call control is the B2BUA on this loop's clock (:class:`sbc.call_control.AppCallControl`);
-        gateway health is the prober's table. Without
+        gateway health is the prober's table. A worker of ``sbc run --workers N`` (``self.worker``)
+        serves the whole group instead: calls, metrics and readiness of every worker
+        (:mod:`sbc.workers.api`). Without
         ``api_admin_key`` a random admin key is generated and logged once, for this run only.
         """
         from .api.app import create_api
@@ -210,12 +212,18 @@ class SbcApp:
         if admin_key is None:
             admin_key = generate_key()
             log.warning("SBC_API_ADMIN_KEY is not set; admin API key for this run: %s", admin_key)
+        calls, ops = AppCallControl(self), ops_router(self)
+        worker = getattr(self, "worker", None)
+        if worker is not None:  # sbc run --workers N: every worker's calls, metrics and readiness
+            from .workers.api import worker_api_parts
+
+            calls, ops = worker_api_parts(self, worker, calls)
         return create_api(
             self.store,
             admin_key=admin_key,
-            calls=AppCallControl(self),
+            calls=calls,
             health=HealthTableSource(self.b2bua.prober.table, wall_offset),
-            extra_routes=[ops_router(self)],
+            extra_routes=[ops],
         )
 
     def _start_relay(self) -> MediaManager:

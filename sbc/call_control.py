@@ -2,7 +2,9 @@
 
 The engine is sans-I/O: it takes ``now`` and leaves what it wants sent in the core's queue.
 The API calls in from a request handler on the same event loop, so this adapter supplies the
-loop's time and flushes the SIP core (sends, reschedules timers) after each action.
+loop's time and flushes the SIP core (sends, reschedules timers) after each action. The methods
+are coroutines (the :class:`~sbc.b2bua.control.CallControl` contract) but never suspend: each
+runs to its end on the loop, as the engine requires.
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ class AppCallControl:
             raise OriginateError(503, "the SBC is not running")
         return b2bua
 
-    def live_calls(self, customer: str | None = None) -> list[LiveCall]:
+    async def live_calls(self, customer: str | None = None) -> list[LiveCall]:
         b2bua = self.app.b2bua
         return [] if b2bua is None else b2bua.live_calls(customer)
 
-    def originate(
+    async def originate(
         self,
         *,
         caller: str,
@@ -53,7 +55,7 @@ class AppCallControl:
         finally:
             self.app.flush()
 
-    def hangup(self, call_id: str, customer: str | None = None) -> bool:
+    async def hangup(self, call_id: str, customer: str | None = None) -> bool:
         b2bua = self.app.b2bua
         if b2bua is None or self.app.loop is None:
             return False

@@ -70,11 +70,15 @@ class FakeCalls:
         self.calls[call.id] = call
         return call
 
-    def live_calls(self, customer: str | None = None) -> list[LiveCall]:
+    def local_calls(self, customer: str | None = None) -> list[LiveCall]:
+        """What :meth:`live_calls` answers, without awaiting (for assertions)."""
         found = [c for c in self.calls.values() if customer is None or c.customer == customer]
         return sorted(found, key=lambda c: c.setup_at)
 
-    def originate(
+    async def live_calls(self, customer: str | None = None) -> list[LiveCall]:
+        return self.local_calls(customer)
+
+    async def originate(
         self,
         *,
         caller: str,
@@ -110,7 +114,7 @@ class FakeCalls:
         )
         return call
 
-    def hangup(self, call_id: str, customer: str | None = None) -> bool:
+    async def hangup(self, call_id: str, customer: str | None = None) -> bool:
         call = self.calls.get(call_id)
         if call is None or (customer is not None and call.customer != customer):
             return False

@@ -107,7 +107,7 @@ async def test_originate_refusals(env: Env, world: World) -> None:
     env.calls.refuse["+442079460000"] = OriginateError(503, "no route to +442079460000")
     body = await env.ok("POST", "/v1/calls", 503, key=acme, json=good)
     assert body["detail"] == "no route to +442079460000"
-    assert env.calls.live_calls() == []
+    assert env.calls.local_calls() == []
 
 
 async def test_hangup(env: Env, world: World) -> None:

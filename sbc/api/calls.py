@@ -4,6 +4,13 @@ The API never touches SIP: it asks the call-control object (the B2BUA in ``sbc r
 tests) and maps :class:`OriginateError` to its HTTP status. Without call control (an API
 served apart from the SIP stack) these endpoints answer 503.
 
+In ``sbc run --workers N`` the calls live in N processes and the list is gathered from all of
+them (:mod:`sbc.workers.api`). A worker that does not answer within the short RPC timeout (it is
+restarting, or stalled) does not hold up the request: the list is answered with the other
+workers' calls and ``missing_workers`` names the absent ones (empty when complete), so a client
+can tell "no such call" from "not every worker was asked". Looking up or hanging up one call that
+was not found while a worker was missing answers 503 (try again), not 404.
+
 Origination: the SBC calls ``callee`` (through least-cost routing, or the gateways of
 ``carrier``), and when it answers calls ``bridge_to`` and joins the two. ``bridge_to`` is one
 of the customer's trunks as ``trunk:CUSTOMER/NAME``, or (admin keys only) a ``sip:`` URI: a
@@ -24,7 +31,7 @@ from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from sbc.b2bua.control import CallControl, LiveCall, OriginateError
+from sbc.b2bua.control import CallControl, CallControlUnavailable, LiveCall, OriginateError
 from sbc.provision import Name, check_sip_uri
 from sbc.store.schema import CarrierRow, CustomerRow, TrunkRow
 
@@ -72,6 +79,11 @@ class LiveCallPage(PageMeta):
     """A page of live calls, oldest first."""
 
     items: list[LiveCallOut]
+    missing_workers: list[int] = Field(
+        default_factory=list,
+        description="workers (sbc run --workers N) that did not answer in time: their calls are "
+        "not in this list; empty when the list is complete",
+    )
 
 
 class OriginateIn(Body):
@@ -119,6 +131,15 @@ def _control(ctx: ApiContext) -> CallControl:
     return ctx.calls
 
 
+def _missing(calls: list[LiveCall]) -> list[int]:
+    """The workers a ``live_calls`` answer lacks (see :class:`sbc.b2bua.control.LiveCallList`)."""
+    return list(getattr(calls, "missing", ()))
+
+
+def _unavailable(message: str) -> HTTPException:
+    return HTTPException(status_code=HTTP_503_SERVICE_UNAVAILABLE, detail=message)
+
+
 class CallController(Controller):
     """Live calls."""
 
@@ -136,7 +157,8 @@ class CallController(Controller):
             str | None, QueryParameter(description="inbound, outbound or originated")
         ] = None,
         call_state: Annotated[
-            str | None, QueryParameter(name="state", description="routing, early, answered, confirmed or ending")
+            str | None,
+            QueryParameter(name="state", description="routing, early, answered, confirmed or ending"),
         ] = None,
     ) -> LiveCallPage:
         """Calls in progress, oldest first; a customer key sees only its own."""
@@ -145,23 +167,31 @@ class CallController(Controller):
             if customer is not None and customer != principal.customer:
                 return LiveCallPage(**page_of([], page))
             customer = principal.customer
-        calls = control.live_calls(customer)
+        calls = await control.live_calls(customer)
+        missing = _missing(calls)
         if direction is not None:
             calls = [c for c in calls if c.direction == direction]
         if call_state is not None:
             calls = [c for c in calls if c.state == call_state]
         window = calls[page.offset : page.offset + page.limit + 1]
-        return LiveCallPage(**page_of([call_out(c) for c in window], page))
+        return LiveCallPage(**page_of([call_out(c) for c in window], page), missing_workers=missing)
 
     @get("/{call_id:str}", summary="Get a live call")
     async def get_call(
         self, ctx: NamedDependency[ApiContext], principal: NamedDependency[Principal], call_id: FromPath[str]
     ) -> LiveCallOut:
-        """The call; 404 when it is not live or (customer key) not the caller's."""
+        """The call; 404 when it is not live or (customer key) not the caller's; 503 when it was
+        not found but a worker did not answer."""
         control = _control(ctx)
-        for call in control.live_calls(None if principal.is_admin else principal.customer):
+        calls = await control.live_calls(None if principal.is_admin else principal.customer)
+        for call in calls:
             if call.id == call_id:
                 return call_out(call)
+        if missing := _missing(calls):
+            workers = ", ".join(str(i) for i in missing)
+            raise _unavailable(
+                f"call not found on the workers that answered; worker(s) {workers} did not answer"
+            )
         raise not_found("call")
 
     @post("/", summary="Originate a call")
@@ -212,7 +242,7 @@ class CallController(Controller):
                 except ValueError as exc:
                     raise FieldError("bridge_to", str(exc)) from None
         try:
-            call = control.originate(
+            call = await control.originate(
                 caller=data.caller,
                 callee=data.callee,
                 bridge_to=data.bridge_to,
@@ -228,11 +258,16 @@ class CallController(Controller):
         self, ctx: NamedDependency[ApiContext], principal: NamedDependency[Principal], call_id: FromPath[str]
     ) -> None:
         """204; the call ends (BYE or CANCEL) with ``hangup_by="api"`` in its CDR. 404 when it
-        is not live or (customer key) not the caller's."""
+        is not live or (customer key) not the caller's; 503 when it was not found but a worker
+        did not answer."""
         control = _control(ctx)
-        if len(call_id) > CALL_ID_MAX_LEN or not control.hangup(
-            call_id, None if principal.is_admin else principal.customer
-        ):
+        if len(call_id) > CALL_ID_MAX_LEN:
+            raise not_found("call")
+        try:
+            ended = await control.hangup(call_id, None if principal.is_admin else principal.customer)
+        except CallControlUnavailable as exc:
+            raise _unavailable(exc.message) from None
+        if not ended:
             raise not_found("call")
 
 

@@ -37,6 +37,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from prometheus_client.exposition import choose_encoder
 
 from ..metrics import LiveSource, exposition_for
+from ..readiness import readiness
 
 log = logging.getLogger(__name__)
 
@@ -47,34 +48,6 @@ EXCLUDE_FROM_AUTH = {"exclude_from_auth": True}
 SHUTDOWN_GRACE_S = 2.0
 #: How long :meth:`HttpServer.start` waits for uvicorn's startup (lifespan) before giving up.
 STARTUP_TIMEOUT_S = 10.0
-
-
-def readiness(app: Any) -> dict[str, str | None]:
-    """Each readiness check of ``app`` (an :class:`sbc.app.SbcApp`) by name: None when it passes,
-    else why not. Reads only attributes; never raises for a missing one (that check fails instead).
-
-    ``app`` provides ``settings`` (``listeners``, ``overload_protection``), ``store``, ``udp``
-    (bound UDP listeners), ``tcp`` (``locals``: bound TCP addresses), ``provisioning_version``
-    (-1 until loaded), ``stopping`` and ``overload`` (``overloaded``).
-    """
-    settings = getattr(app, "settings", None)
-    checks: dict[str, str | None] = {}
-    checks["shutdown"] = "shutting down" if getattr(app, "stopping", False) else None
-    checks["store"] = None if getattr(app, "store", None) is not None else "store not open"
-    wanted = len(getattr(settings, "listeners", ()) or ())
-    tcp = getattr(app, "tcp", None)
-    bound = len(getattr(app, "udp", None) or ()) + len(getattr(tcp, "locals", None) or ())
-    if wanted == 0 or bound < wanted:
-        checks["sip_listeners"] = f"{bound} of {wanted} SIP listeners bound"
-    else:
-        checks["sip_listeners"] = None
-    version = getattr(app, "provisioning_version", -1)
-    checks["provisioning"] = "provisioning not loaded" if version is None or version < 0 else None
-    guard = getattr(app, "overload", None)
-    protecting = bool(getattr(settings, "overload_protection", False))
-    overloaded = protecting and guard is not None and bool(guard.overloaded)
-    checks["overload"] = "overloaded: shedding new calls" if overloaded else None
-    return checks
 
 
 def _json_checks(checks: Mapping[str, str | None]) -> dict[str, Any]:

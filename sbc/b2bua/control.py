@@ -3,10 +3,17 @@
 The API (``sbc.api``) lists live calls, originates calls and hangs them up through this protocol
 only; :class:`sbc.b2bua.engine.B2BUA` implements it (through ``sbc.app``), and API tests use a
 fake. Keeping the contract in one small module lets the two sides change independently.
+
+The methods are coroutines: in ``sbc run --workers N`` the API's call control
+(:class:`sbc.workers.api.WorkerCallControl`) asks the other workers over a socket. A call control
+that may answer for only part of the SBC says so: ``live_calls`` returns a :class:`LiveCallList`
+whose ``missing`` names the workers that did not answer, and ``hangup`` raises
+:class:`CallControlUnavailable` when the call was not found where it could look.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -42,6 +49,26 @@ class LiveCall:
     media: dict[str, Any] = field(default_factory=dict)  # relay stats per direction when anchored
 
 
+class LiveCallList(list):
+    """What ``live_calls`` returns: a list of :class:`LiveCall`, plus ``missing``, the indices of
+    the workers (``sbc run --workers N``) that did not answer, whose calls are therefore absent.
+    Empty for a single process and whenever every worker answered."""
+
+    def __init__(self, calls: Iterable[LiveCall] = (), missing: Iterable[int] = ()) -> None:
+        super().__init__(calls)
+        self.missing: tuple[int, ...] = tuple(missing)
+
+
+class CallControlUnavailable(Exception):
+    """The answer depends on a part of the SBC that did not answer (a worker restarting or
+    stalled); the API answers 503 with ``message``. ``missing``: those workers' indices."""
+
+    def __init__(self, message: str, missing: Iterable[int] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.missing: tuple[int, ...] = tuple(missing)
+
+
 class OriginateError(Exception):
     """An origination was refused before any SIP was sent; ``status`` is the HTTP status to answer.
 
@@ -56,13 +83,14 @@ class OriginateError(Exception):
 
 
 class CallControl(Protocol):
-    """What the API may do to calls. Every method runs on the event loop's thread."""
+    """What the API may do to calls. Every method is a coroutine run on the event loop's thread."""
 
-    def live_calls(self, customer: str | None = None) -> list[LiveCall]:
-        """Calls in progress, oldest first; only ``customer``'s calls when it is given."""
+    async def live_calls(self, customer: str | None = None) -> list[LiveCall]:
+        """Calls in progress, oldest first; only ``customer``'s calls when it is given. May be a
+        :class:`LiveCallList` naming workers that did not answer (a plain list means complete)."""
         ...
 
-    def originate(
+    async def originate(
         self,
         *,
         caller: str,
@@ -82,10 +110,12 @@ class CallControl(Protocol):
         """
         ...
 
-    def hangup(self, call_id: str, customer: str | None = None) -> bool:
+    async def hangup(self, call_id: str, customer: str | None = None) -> bool:
         """End the call ``call_id`` (BYE to answered legs, CANCEL to ringing ones).
 
         Returns False when no such call is live (or it belongs to another customer than a given
-        ``customer``); the call's CDR records ``hangup_by="api"``.
+        ``customer``); the call's CDR records ``hangup_by="api"``. Raises
+        :class:`CallControlUnavailable` when the call was not found but part of the SBC (a
+        worker) could not be asked.
         """
         ...
