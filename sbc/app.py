@@ -62,6 +62,7 @@ class SbcApp:
         # One of several workers (sbc run --workers N), or None for a standalone SBC.
         self.worker = worker
         self.bus: WorkerBus | None = None
+        self.control = None  # sbc.workers.control.ControlServer: what worker 0's API asks of this one
         self.core: SipCore | None = None
         self.udp: dict[tuple[str, int], UdpListener] = {}
         self._udp_default: UdpListener | None = None
@@ -103,6 +104,12 @@ class SbcApp:
         """Bind every listener. Raises OSError when one cannot be bound."""
         s = self.settings
         self.loop = asyncio.get_running_loop()
+        if self.worker is not None:
+            # First: while this worker starts, worker 0's /readyz hears "not ready", not silence.
+            from .workers.control import ControlServer
+
+            self.control = ControlServer(self, self.worker)
+            await self.control.start()
         self.core = SipCore(
             local_hosts=self.local_hosts(),
             timers=TimerConfig(t1=s.t1, t2=s.t2, t4=s.t4),
@@ -213,7 +220,7 @@ class SbcApp:
             admin_key = generate_key()
             log.warning("SBC_API_ADMIN_KEY is not set; admin API key for this run: %s", admin_key)
         calls, ops = AppCallControl(self), ops_router(self)
-        worker = getattr(self, "worker", None)
+        worker = self.worker
         if worker is not None:  # sbc run --workers N: every worker's calls, metrics and readiness
             from .workers.api import worker_api_parts
 
@@ -497,6 +504,8 @@ class SbcApp:
             assert self.loop is not None
             self.loop.remove_reader(self.relay.events_fd)
             self.relay.close()
+        if self.control is not None:
+            await self.control.close()  # answered "shutting down" until here
         self.stopped.set()
 
 

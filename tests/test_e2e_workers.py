@@ -15,12 +15,14 @@ import signal
 import threading
 import time
 
+import httpx
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from sbc.transport.steering import steering_available, worker_for_call_id
-from tests.sbcproc import wait_for
-from tests.sipp import SIPP, run_sipp, start_uas
+from tests.sbcproc import free_port, wait_for
+from tests.sipp import SIPP, run_sipp, start_sipp, start_uas
 from tests.test_e2e_calls import (
     CARRIER,
     DID,
@@ -140,3 +142,53 @@ def test_sigterm_stops_every_worker(tmp_path) -> None:
     assert workers, sbc.log()
     assert sbc.stop() == 0, sbc.log()
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in workers)
+
+
+def test_the_api_of_worker_0_shows_hangs_up_and_counts_the_calls_of_both_workers(tmp_path) -> None:
+    """Calls held on both workers: ``GET /v1/calls`` lists all of them, ``DELETE`` ends one held
+    by the other worker (BYE to both sides), ``/metrics`` counts every worker's calls once, and
+    ``/readyz`` is ready with every worker answering."""
+    calls = 8
+    api_port = free_port("127.0.0.1")
+    key = "e2e-admin-key-" + "w" * 24
+    with start_uas("uas_answer", PBX, calls=calls, workdir=tmp_path) as pbx:
+        sbc = start_provisioned(tmp_path, provision([(GW1, 5060)], pbx.local_port),
+                                env={"SBC_API_ADMIN_KEY": key},
+                                extra_args=[*WORKERS, "--api-listen", f"127.0.0.1:{api_port}"])  # fmt: skip
+        api = httpx.Client(base_url=f"http://127.0.0.1:{api_port}", headers={"Authorization": f"Bearer {key}"},
+                           timeout=10)  # fmt: skip
+        try:
+
+            def ready() -> bool:
+                with contextlib.suppress(httpx.HTTPError):
+                    return api.get("/readyz").status_code == 200
+                return False
+
+            assert wait_for(ready, 20), sbc.log()[-3000:]  # worker 0 builds the API last
+            uac = start_sipp("uac_call", sbc_target(sbc), local_ip=CARRIER, service=DID, calls=calls, rate=40,
+                             hold_ms=6000, timeout_s=30, workdir=tmp_path)  # fmt: skip
+            with uac:
+                live = wait_for(lambda: len(page := api.get("/v1/calls").json()["items"]) == calls and page)
+                assert live, api.get("/v1/calls").text
+                owners = {worker_for_call_id(c["id"], 2) for c in live}
+                assert owners == {0, 1}
+                families = {f.name: f for f in text_string_to_metric_families(api.get("/metrics").text)}
+                active = families["sbc_active_calls"].samples
+                assert sum(x.value for x in active) == calls, active  # each worker's calls, once
+                assert {x.labels["worker"]: x.value for x in families["sbc_worker_up"].samples} == {
+                    "0": 1,
+                    "1": 1,
+                }
+                victim = next(c["id"] for c in live if worker_for_call_id(c["id"], 2) == 1)
+                assert api.delete(f"/v1/calls/{victim}").status_code == 204
+                assert wait_for(lambda: len(api.get("/v1/calls").json()["items"]) == calls - 1)
+                uac_result = uac.wait()
+            pbx_result = pbx.wait(10)
+        finally:
+            api.close()
+            rows = stop_and_read(sbc, tmp_path)
+    # The one hung up by the API failed in the caller's scenario (a BYE where it waited to send one).
+    assert uac_result.stats["SuccessfulCall(C)"] == calls - 1, uac_result.explain()
+    assert pbx_result.returncode == 0 or pbx_result.stats.get("SuccessfulCall(C)", 0) >= calls - 1
+    assert len(rows) == calls and {worker_for_call_id(r.call_id, 2) for r in rows} == {0, 1}
+    assert sum(r.hangup_by == "api" for r in rows) == 1, [r.hangup_by for r in rows]

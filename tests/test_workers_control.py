@@ -31,6 +31,7 @@ from sbc.api.app import create_api
 from sbc.b2bua.control import CallControlUnavailable, LiveCallList
 from sbc.overload import OverloadGuard
 from sbc.store.store import Store
+from sbc.transport.steering import worker_for_call_id
 from sbc.workers import WorkerInfo
 from sbc.workers.api import WorkerCallControl, WorkerOps
 from sbc.workers.control import ControlClient, ControlServer, control_name
@@ -39,6 +40,16 @@ from tests.api_support import ADMIN, ADMIN_KEY, FakeCalls
 
 #: Short, so a stalled worker costs the tests little; the production value is CALL_TIMEOUT_S.
 TIMEOUT_S = 0.2
+
+
+def _steered(label: str, index: int, count: int) -> str:
+    """A call id that steers to worker ``index`` of ``count``, as the B2BUA's do
+    (sbc.b2bua.call.new_call_ref), readable in a failure: ``label~k``."""
+    return next(f"{label}~{k}" for k in range(10_000) if worker_for_call_id(f"{label}~{k}", count) == index)
+
+
+#: Call "wI-N" (worker I's N-th call) of a group of three.
+ID = {f"w{i}-{n}": _steered(f"w{i}-{n}", i, 3) for i in range(3) for n in range(2)}
 
 
 def ready_app(**kw: Any) -> SimpleNamespace:
@@ -126,7 +137,7 @@ def add_calls(g: Group) -> dict[int, list[str]]:
     for i, w in enumerate(g.workers):
         for n in range(2):
             customer = "acme" if n == 0 else "globex"
-            call = w.calls.add(id=f"w{i}-{n}", setup_at=1_700_000_000.0 + i + 3 * n, customer=customer)
+            call = w.calls.add(id=ID[f"w{i}-{n}"], setup_at=1_700_000_000.0 + i + 3 * n, customer=customer)
             ids.setdefault(i, []).append(call.id)
     return ids
 
@@ -139,24 +150,24 @@ async def test_live_calls_of_every_worker_merged_oldest_first(group3: Group) -> 
     control = group3.call_control()
     calls = await control.live_calls()
     assert isinstance(calls, LiveCallList) and calls.missing == ()
-    assert [c.id for c in calls] == ["w0-0", "w1-0", "w2-0", "w0-1", "w1-1", "w2-1"]
+    assert [c.id for c in calls] == [ID["w0-0"], ID["w1-0"], ID["w2-0"], ID["w0-1"], ID["w1-1"], ID["w2-1"]]
     # What crossed the socket is the same call, legs, attempts and media included.
-    assert calls[1] == group3.workers[1].calls.calls["w1-0"]
+    assert calls[1] == group3.workers[1].calls.calls[ID["w1-0"]]
     acme = await control.live_calls("acme")
-    assert [c.id for c in acme] == ["w0-0", "w1-0", "w2-0"]
+    assert [c.id for c in acme] == [ID["w0-0"], ID["w1-0"], ID["w2-0"]]
 
 
 async def test_hangup_ends_the_call_on_the_worker_that_holds_it(group3: Group) -> None:
     add_calls(group3)
     control = group3.call_control()
     w0, w1, w2 = (w.calls for w in group3.workers)
-    assert await control.hangup("w2-1", "globex")
-    assert w2.hung_up == [("w2-1", "globex")] and w1.hung_up == [] and w0.hung_up == []
-    assert not await control.hangup("w2-1")  # gone now
-    assert not await control.hangup("w1-0", "globex")  # acme's call: not for this customer
-    assert "w1-0" in w1.calls
-    assert await control.hangup("w0-0")  # its own: no RPC needed
-    assert w0.hung_up == [("w0-0", None)]
+    assert await control.hangup(ID["w2-1"], "globex")
+    assert w2.hung_up == [(ID["w2-1"], "globex")] and w1.hung_up == [] and w0.hung_up == []
+    assert not await control.hangup(ID["w2-1"])  # gone now
+    assert not await control.hangup(ID["w1-0"], "globex")  # acme's call: not for this customer
+    assert ID["w1-0"] in w1.calls
+    assert await control.hangup(ID["w0-0"])  # its own: no RPC needed
+    assert w0.hung_up == [(ID["w0-0"], None)]
     originated = await control.originate(caller="+1", callee="+2", bridge_to="trunk:acme/pbx")
     assert originated.id in w0.calls  # originate runs on the API's worker
 
@@ -170,13 +181,13 @@ async def test_a_stalled_worker_gives_a_partial_answer_within_the_timeout(
     started = time.monotonic()
     calls = await control.live_calls()
     assert time.monotonic() - started < TIMEOUT_S + 0.5
-    assert [c.id for c in calls] == ["w0-0", "w1-0", "w0-1", "w1-1"] and calls.missing == (2,)
+    assert [c.id for c in calls] == [ID["w0-0"], ID["w1-0"], ID["w0-1"], ID["w1-1"]] and calls.missing == (2,)
     assert "worker 2 did not answer live_calls (no answer within 0.2 s)" in caplog.text
     # A call that may be on the missing worker: not "no such call".
     with pytest.raises(CallControlUnavailable) as err:
-        await control.hangup("w2-0")
+        await control.hangup(ID["w2-0"])
     assert err.value.missing == (2,) and "worker(s) 2 did not answer" in err.value.message
-    assert await control.hangup("w1-1")  # found on a worker that answered: fine
+    assert await control.hangup(ID["w1-1"])  # found on a worker that answered: fine
     # Logged once per outage, not per request; and once when it answers again.
     assert caplog.text.count("worker 2 did not answer") == 1
 
@@ -325,17 +336,17 @@ async def test_calls_api_shows_every_worker_and_names_the_missing(group3: Group,
         async with asgi_client(api) as client:
             page = (await client.get("/v1/calls", headers=ADMIN)).json()
             assert len(page["items"]) == 6 and page["missing_workers"] == []
-            assert (await client.get("/v1/calls/w2-1", headers=ADMIN)).json()["id"] == "w2-1"
-            assert (await client.delete("/v1/calls/w1-0", headers=ADMIN)).status_code == 204
-            assert group3.workers[1].calls.hung_up == [("w1-0", None)]
-            assert (await client.delete("/v1/calls/w1-0", headers=ADMIN)).status_code == 404
+            assert (await client.get(f"/v1/calls/{ID['w2-1']}", headers=ADMIN)).json()["id"] == ID["w2-1"]
+            assert (await client.delete(f"/v1/calls/{ID['w1-0']}", headers=ADMIN)).status_code == 204
+            assert group3.workers[1].calls.hung_up == [(ID["w1-0"], None)]
+            assert (await client.delete(f"/v1/calls/{ID['w1-0']}", headers=ADMIN)).status_code == 404
             await group3.stall(2)
             page = (await client.get("/v1/calls", headers=ADMIN)).json()
-            assert [c["id"] for c in page["items"]] == ["w0-0", "w0-1", "w1-1"]
+            assert [c["id"] for c in page["items"]] == [ID["w0-0"], ID["w0-1"], ID["w1-1"]]
             assert page["missing_workers"] == [2]
-            r = await client.get("/v1/calls/w2-1", headers=ADMIN)
+            r = await client.get(f"/v1/calls/{ID['w2-1']}", headers=ADMIN)
             assert r.status_code == 503 and "worker(s) 2 did not answer" in r.json()["detail"]
-            assert (await client.delete("/v1/calls/w2-1", headers=ADMIN)).status_code == 503
+            assert (await client.delete(f"/v1/calls/{ID['w2-1']}", headers=ADMIN)).status_code == 503
     finally:
         await store.close()
 

@@ -35,6 +35,7 @@ from ..api.ops import EXCLUDE_FROM_AUTH, _json_checks
 from ..b2bua.control import CallControl, CallControlUnavailable, LiveCall, LiveCallList
 from ..metrics import exposition_for
 from ..readiness import readiness
+from ..transport.steering import worker_for_call_id
 from . import WorkerInfo
 from .control import ControlClient, call_from_json
 from .merge import ExpositionMerger
@@ -50,6 +51,7 @@ class WorkerCallControl:
     def __init__(self, local: CallControl, client: ControlClient) -> None:
         self.local = local
         self.client = client
+        self.info: WorkerInfo = client.info
 
     async def live_calls(self, customer: str | None = None) -> LiveCallList:
         """Every worker's calls, oldest first; ``missing`` names the workers that did not answer
@@ -82,14 +84,14 @@ class WorkerCallControl:
         )
 
     async def hangup(self, call_id: str, customer: str | None = None) -> bool:
-        """End the call on the worker that holds it. The id is the SBC's own call id, not a SIP
-        Call-ID, so the steering hash cannot name the holder: this worker looks first, then asks
-        all the others at once (only the holder finds it). False when every worker answered and
-        none holds it; :class:`CallControlUnavailable` when none that answered holds it but some
-        did not answer (it may be on one of those)."""
-        if await self.local.hangup(call_id, customer):
-            return True
-        results, missing = await self.client.gather("hangup", call_id=call_id, customer=customer)
+        """End the call on the worker that holds it: call ids steer like Call-IDs
+        (:func:`sbc.b2bua.call.new_call_ref`), so the hash names the holder. False when it
+        answered that it has no such call; :class:`CallControlUnavailable` when it did not answer
+        (the call may well be there)."""
+        holder = worker_for_call_id(call_id, self.info.count)
+        if holder == self.info.index:
+            return await self.local.hangup(call_id, customer)
+        results, missing = await self.client.gather("hangup", [holder], call_id=call_id, customer=customer)
         if any(result is True for result in results.values()):
             return True
         if missing:
