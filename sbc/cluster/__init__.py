@@ -58,12 +58,38 @@ OPTIONS probes; it publishes each gateway's up/down state and latency, and every
 the published states. The lease moves to another node within
 :data:`~sbc.cluster.node.PROBER_LEASE_TTL_S` + :data:`~sbc.cluster.node.HEALTH_INTERVAL_S` (6 s)
 when the prober dies; without Redis every node probes for itself.
+
+Worker mode: the processes of one machine, no Redis
+----------------------------------------------------
+``sbc run --workers N`` runs N workers, each a full SBC behind one SIP address
+(:mod:`sbc.workers`). They share limits and carrier health exactly as nodes do, with the same
+mirrors, but :class:`~sbc.cluster.local.WorkerCluster` sends the messages straight to the other
+workers over the worker bus (abstract Unix datagram sockets), so a single machine needs no
+Redis. Each change goes to every other worker as a delta (coalesced as above), each worker sends
+all its counts every :data:`~sbc.cluster.base.REFRESH_INTERVAL_S` (the bus drops rather than
+blocks, so the refresh is the repair path), a worker silent for ``NODE_TTL_S`` is forgotten (the
+supervisor restarts a crashed worker) and one that stops says goodbye. The consistency window is
+smaller than with Redis -- no server in between, one local datagram -- and the overshoot bound
+above holds with that W. Worker 0 is always the prober and publishes its gateway states on the
+bus, soon after each probe result and in full every ``HEALTH_INTERVAL_S``; while it has been
+silent for ``PROBER_LEASE_TTL_S`` the other workers probe for themselves (failing open, as when
+Redis is down). What the two modes share (the mirrors' wiring, applying a limits message, the
+coalescing push loop) is :class:`~sbc.cluster.base.ClusterNode`.
 """
 
 from __future__ import annotations
 
+from .base import ClusterNode
 from .health import ClusterHealthTable
 from .limits import ClusterCalls, ClusterRates
+from .local import WorkerCluster
 from .node import RedisCluster
 
-__all__ = ["ClusterCalls", "ClusterHealthTable", "ClusterRates", "RedisCluster"]
+__all__ = [
+    "ClusterCalls",
+    "ClusterHealthTable",
+    "ClusterNode",
+    "ClusterRates",
+    "RedisCluster",
+    "WorkerCluster",
+]

@@ -7,6 +7,8 @@ publishes each probed gateway's state; the others keep their probe schedule tick
 nothing, and answer :meth:`ClusterHealthTable.is_up` from the published states. When the lease
 holder dies its lease expires and another node takes over; when Redis is unreachable every node
 probes for itself again (each acts as a standalone SBC rather than routing on stale states).
+Between the workers of one machine (:class:`sbc.cluster.local.WorkerCluster`) worker 0 is the
+prober and publishes over the worker bus; the others probe for themselves while it is silent.
 
 A node that just became the prober starts its own hysteresis from "up"; until it has probed a
 gateway itself it keeps routing on the state the previous prober published, so a gateway known to
@@ -36,7 +38,12 @@ def parse_health_field(field: str) -> GatewayKey | None:
         carrier, host, port, transport = json.loads(field)
     except (ValueError, TypeError):
         return None
-    if not (isinstance(carrier, str) and isinstance(host, str) and isinstance(port, int) and isinstance(transport, str)):
+    if not (
+        isinstance(carrier, str)
+        and isinstance(host, str)
+        and isinstance(port, int)
+        and isinstance(transport, str)
+    ):
         return None
     return (carrier, host, port, transport)
 
@@ -70,6 +77,7 @@ class ClusterHealthTable(HealthTable):
         self.probing = probing
         self.on_change = on_change
         self.dirty = False
+        self._changed: set[GatewayKey] = set()  # gateways probed since the last take_entries
         self._published: dict[GatewayKey, dict[str, Any]] = {}
 
     def due_probes(self, now: float) -> list[tuple[str, Gateway]]:
@@ -85,6 +93,7 @@ class ClusterHealthTable(HealthTable):
         changed = super().record_probe(carrier, gateway, ok, latency_s, now)
         if changed is not None:
             self.dirty = True
+            self._changed.add(gateway_key(carrier, gateway))
             if self.on_change is not None:
                 self.on_change()
         return changed
@@ -131,17 +140,22 @@ class ClusterHealthTable(HealthTable):
         """What the cluster's prober last published for a gateway (``None`` when nothing)."""
         return self._published.get(gateway_key(carrier, gateway))
 
-    def take_entries(self, node: str, wall_now: float) -> tuple[dict[str, str], set[str]]:
+    def take_entries(
+        self, node: str, wall_now: float, *, changed_only: bool = False
+    ) -> tuple[dict[str, str], set[str]]:
         """What to publish now: ``({field: value} of every gateway this node has probed,
         {field} of every gateway tracked)``; fields outside the second set are stale (gateways
-        removed from provisioning). Clears :attr:`dirty`."""
+        removed from provisioning). With ``changed_only`` the first holds only the gateways
+        probed since the previous call (a delta). Clears :attr:`dirty`."""
         self.dirty = False
+        changed, self._changed = self._changed, set()
         entries: dict[str, str] = {}
         tracked: set[str] = set()
         for status in HealthTable.snapshot(self):  # this node's own probes, not the merged view
-            field = health_field(gateway_key(status.carrier, status.gateway))
+            key = gateway_key(status.carrier, status.gateway)
+            field = health_field(key)
             tracked.add(field)
-            if status.probes:
+            if status.probes and (not changed_only or key in changed):
                 entries[field] = status_entry(status, node, wall_now)
         return entries, tracked
 
@@ -153,17 +167,37 @@ class ClusterHealthTable(HealthTable):
         published: dict[GatewayKey, dict[str, Any]] = {}
         for field, value in raw.items():
             key = parse_health_field(field)
-            if key is None:
-                continue
-            try:
-                entry = json.loads(value)
-            except ValueError:
-                continue
-            if isinstance(entry, dict) and isinstance(entry.get("up"), bool):
-                at = _number(entry.get("at"))
-                entry["at_loop"] = None if at is None else at - wall_offset
+            entry = None if key is None else _parse_entry(value, wall_offset)
+            if key is not None and entry is not None:
                 published[key] = entry
         self._published = published
+
+    def update_published(self, changes: Mapping[str, str | None], wall_offset: float = 0.0) -> None:
+        """Change some of the published states: ``{field: value}`` sets a gateway's (a bad value
+        removes it, as :meth:`apply_published` would skip it), ``{field: None}`` removes it;
+        fields that are not gateways are skipped. The others stay as they are."""
+        for field, value in changes.items():
+            key = parse_health_field(field)
+            if key is None:
+                continue
+            entry = None if value is None else _parse_entry(value, wall_offset)
+            if entry is None:
+                self._published.pop(key, None)
+            else:
+                self._published[key] = entry
+
+
+def _parse_entry(value: Any, wall_offset: float) -> dict[str, Any] | None:
+    """A published value as an entry (its probe time also on the table's clock), or ``None``."""
+    try:
+        entry = json.loads(value)
+    except (ValueError, TypeError, RecursionError):
+        return None
+    if not isinstance(entry, dict) or not isinstance(entry.get("up"), bool):
+        return None
+    at = _number(entry.get("at"))
+    entry["at_loop"] = None if at is None else at - wall_offset
+    return entry
 
 
 def _number(value: Any) -> float | None:

@@ -4,7 +4,8 @@
 and :class:`routing.limits.RateLimit` protocols that the B2BUA calls on its event loop. They never
 wait for Redis: each decision uses what this node knows right now -- its own live calls, exact,
 plus the other nodes' counts as last received -- and records what changed so that
-:class:`sbc.cluster.node.RedisCluster` can publish it (a few milliseconds later) and feed the other
+:class:`sbc.cluster.node.RedisCluster` (or, between the workers of one machine,
+:class:`sbc.cluster.local.WorkerCluster`) can publish it (a few milliseconds later) and feed the other
 nodes' changes back in (:meth:`ClusterCalls.apply_message`, :meth:`ClusterCalls.apply_full`,
 :meth:`ClusterRates.debit`). The consistency window and the overshoot this allows are explained in
 :mod:`sbc.cluster`.
@@ -91,13 +92,22 @@ class ClusterCalls:
         """Every key this node holds calls on, with its count (for a full re-publish)."""
         return {key: self.own.count(key) for key in self._held}
 
-    def apply_message(self, node: str, seq: int, counts: Mapping[str, int]) -> bool:
+    def apply_message(
+        self, node: str, seq: int, counts: Mapping[str, int], *, replace: Callable[[str], bool] | None = None
+    ) -> bool:
         """Take another node's pushed change (absolute counts of the keys it changed). Ignored,
         returning ``False``, when a newer state of that node is already known (``seq`` not
-        above the last one seen)."""
+        above the last one seen).
+
+        With ``replace`` the message is a full refresh of the node's keys for which
+        ``replace(key)`` holds: such keys it does not list are dropped (how a refresh repairs a
+        lost message that freed a key); ``lambda key: True`` replaces the node's whole state."""
         if seq <= self._others_seq.get(node, -1):
             return False
         state = self._others.setdefault(node, {})
+        if replace is not None:
+            for key in [key for key in state if key not in counts and replace(key)]:
+                self._add_total(key, -state.pop(key))
         for key, n in counts.items():
             old = state.get(key, 0)
             if n > 0:

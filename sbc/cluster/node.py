@@ -40,35 +40,31 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from .health import ClusterHealthTable
-from .limits import SEQ_FIELD, ClusterCalls, ClusterRates
+from .base import (
+    HEALTH_INTERVAL_S,
+    MESSAGE_ERRORS,
+    NODE_TTL_S,
+    PROBER_LEASE_TTL_S,
+    PUSH_COALESCE_S,
+    REFRESH_INTERVAL_S,
+    ClusterNode,
+    encode,
+    wait_event,
+)
+from .limits import SEQ_FIELD
 
 log = logging.getLogger(__name__)
 
-#: Shortest gap between two pushes of this node's changes. Coalesces a burst (each call changes
-#: counts two or three times) into one script run: at most 200 round trips a second per node
-#: whatever the call rate, for 5 ms of extra consistency window.
-PUSH_COALESCE_S = 0.005
-#: Full refresh period: rewrite this node's hash, read all the others'. 100 ms bounds how long a
-#: lost pub/sub message can leave a node's view wrong, at 10 small scripts a second per node.
-REFRESH_INTERVAL_S = 0.1
-#: A node that has not refreshed for this long is dead: its hash expires and the others drop its
-#: calls. 20 refresh periods, so a node whose loop stalls briefly (the overload guard starts
-#: shedding at 100 ms of lag) is not taken for dead, while a crashed node's calls stop blocking
-#: the others' admissions within 2 s (a SIP caller retrying after a 503 waits longer than that).
-NODE_TTL_S = 2.0
+# PUSH_COALESCE_S (one script run per push), REFRESH_INTERVAL_S (the script rewrites this node's
+# hash and reads all the others'), NODE_TTL_S (the hash's PEXPIRE), HEALTH_INTERVAL_S (lease
+# renewal and health read) and PROBER_LEASE_TTL_S (the lease's PX) are shared with the worker
+# mode and explained in sbc.cluster.base; they are imported here so that tests can shorten the
+# Redis mode's timings on this module.
 #: Connect and read timeout of every Redis command: longer than any healthy round trip on a LAN by
 #: two orders of magnitude, short enough that a hung Redis is noticed within one TTL.
 REDIS_TIMEOUT_S = 0.5
 #: Pause after a failed Redis operation before the next attempt (no busy loop while Redis is down).
 RETRY_DELAY_S = 0.5
-#: Prober lease renewal and health read period. Gateways are probed every few seconds at most
-#: (routing.health.MIN_PROBE_INTERVAL_S is 1 s) with 3-probe hysteresis, so states a second old
-#: are as good as fresh.
-HEALTH_INTERVAL_S = 1.0
-#: The prober lease expires this long after its holder last renewed it: another node takes over
-#: probing at most this plus one HEALTH_INTERVAL_S after the prober died.
-PROBER_LEASE_TTL_S = 5.0
 #: At shutdown, how long saying goodbye (removing this node's calls from Redis) may take.
 CLOSE_TIMEOUT_S = 1.0
 #: How long the pub/sub reader waits for a message before checking its connection again.
@@ -101,7 +97,7 @@ for _, node in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   end
 end
 return out
-"""
+"""  # fmt: skip
 
 # KEYS[1] lease key. ARGV: node, ttl_ms. Returns 1 when this node holds the lease afterwards.
 _LEASE_SCRIPT = """
@@ -121,21 +117,12 @@ return 1
 """
 
 
-async def _wait_event(event: asyncio.Event, timeout_s: float) -> None:
-    """Wait until ``event`` is set or ``timeout_s`` passes. ``asyncio.timeout`` rather than
-    ``asyncio.wait_for``: on Python 3.11 the latter can swallow a cancellation that arrives as
-    the event is set, and a background task that ignores its cancellation never stops."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(timeout_s):
-            await event.wait()
-
-
 def default_node_id() -> str:
     """Host name, process id and a random suffix: unique even for a restarted process."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
-class RedisCluster:
+class RedisCluster(ClusterNode):
     """This node's share of the cluster state in Redis: limits and carrier health.
 
     Build it, :meth:`attach` it to the B2BUA (before the first snapshot is loaded), :meth:`start`
@@ -144,12 +131,9 @@ class RedisCluster:
     """
 
     def __init__(self, url: str, *, prefix: str = "sbc", node_id: str | None = None) -> None:
+        super().__init__(node_id or default_node_id())
         self.url = url
         self.prefix = prefix
-        self.node_id = node_id or default_node_id()
-        self.calls = ClusterCalls(on_change=self._wake_push)
-        self.rates = ClusterRates(on_change=self._wake_push)
-        self.health = ClusterHealthTable(self.probing, on_change=self._wake_health)
         self._nodes_key = f"{{{prefix}}}:nodes"
         self._calls_prefix = f"{{{prefix}}}:calls:"
         self._own_key = self._calls_prefix + self.node_id
@@ -158,10 +142,6 @@ class RedisCluster:
         self._lease_key = f"{{{prefix}}}:health:prober"
         self._redis: aioredis.Redis | None = None
         self._scripts: dict[str, Any] = {}
-        self._tasks: list[asyncio.Task[None]] = []
-        self._push = asyncio.Event()
-        self._health_wake = asyncio.Event()
-        self._seq = 0
         self._full_now = False  # the next sync must be a full refresh (set after resubscribing)
         self._holds_lease = False
         self._last_ok: float | None = None  # loop time of the last successful refresh
@@ -169,20 +149,8 @@ class RedisCluster:
         self._alone = False  # others forgotten because Redis was unreachable
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started_at = 0.0
-        self.messages_applied = 0
-        self.messages_rejected = 0
 
-    # -- wiring --------------------------------------------------------------------------------
-
-    def attach(self, b2bua: Any) -> None:
-        """Make ``b2bua`` (a :class:`sbc.b2bua.engine.B2BUA`) admit calls and route on gateway
-        health through this cluster: its rate and concurrency limiters and its prober's health
-        table are replaced. Call before its first ``load()``; calls in progress would otherwise
-        be counted in the old limiter."""
-        b2bua.rates = self.rates
-        b2bua.calls_in_progress = self.calls
-        b2bua.prober.table = self.health
-        b2bua.health = self.health
+    # -- wiring (attach: ClusterNode) ----------------------------------------------------------
 
     def probing(self) -> bool:
         """Whether this node sends the OPTIONS probes: it holds the prober lease, or Redis has
@@ -194,12 +162,6 @@ class RedisCluster:
         if self._loop.time() - last > PROBER_LEASE_TTL_S:
             return True
         return self._holds_lease
-
-    def _wake_push(self) -> None:
-        self._push.set()
-
-    def _wake_health(self) -> None:
-        self._health_wake.set()
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -226,7 +188,17 @@ class RedisCluster:
         except (RedisError, OSError) as exc:
             log.warning("cluster: Redis unreachable at start (%s); limits are local until it is back", exc)
         self._tasks = [
-            asyncio.create_task(self._sync_loop(), name="cluster-sync"),
+            asyncio.create_task(
+                self._run_rounds(
+                    self._push,
+                    self._sync_round,
+                    period_s=lambda: REFRESH_INTERVAL_S,
+                    gap_s=lambda: PUSH_COALESCE_S,
+                    errors=(RedisError, OSError, TimeoutError),
+                    failed=self._sync_failed,
+                ),
+                name="cluster-sync",
+            ),
             asyncio.create_task(self._subscribe_loop(), name="cluster-subscribe"),
             asyncio.create_task(self._health_loop(), name="cluster-health"),
         ]
@@ -235,23 +207,22 @@ class RedisCluster:
     async def close(self) -> None:
         """Stop the tasks and take this node's calls and prober lease out of Redis at once
         (best effort within :data:`CLOSE_TIMEOUT_S`), then disconnect."""
-        for task in self._tasks:
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=CLOSE_TIMEOUT_S)
-        self._tasks = []
+        await self._stop_tasks(CLOSE_TIMEOUT_S)
         if self._redis is None:
             return
         try:
-            bye = json.dumps({"n": self.node_id, "bye": 1})
+            bye = encode({"n": self.node_id, "bye": 1})
             await asyncio.wait_for(
                 self._scripts["bye"](
-                    keys=[self._nodes_key, self._own_key, self._lease_key], args=[self.node_id, bye, self._channel]
+                    keys=[self._nodes_key, self._own_key, self._lease_key],
+                    args=[self.node_id, bye, self._channel],
                 ),
                 CLOSE_TIMEOUT_S,
             )
         except (RedisError, OSError, TimeoutError) as exc:
-            log.warning("cluster: could not say goodbye (%s); this node's calls expire in %.0f s", exc, NODE_TTL_S)
+            log.warning(
+                "cluster: could not say goodbye (%s); this node's calls expire in %.0f s", exc, NODE_TTL_S
+            )
         await self._redis.aclose()
         self._redis = None
 
@@ -276,8 +247,7 @@ class RedisCluster:
         counts = self.calls.own_counts() if full else changed
         message = ""
         if changed or admitted:
-            self._seq += 1
-            message = json.dumps({"n": self.node_id, "s": self._seq, "c": changed, "r": admitted}, separators=(",", ":"))
+            message = encode({"n": self.node_id, "s": self._next_seq(), "c": changed, "r": admitted})
         elif not full:
             return
         args: list[str | int] = [
@@ -316,29 +286,23 @@ class RedisCluster:
                 self.messages_rejected += 1
         self.calls.apply_full(nodes)
 
-    async def _sync_loop(self) -> None:
-        """Push changes as they happen (coalesced), refresh fully every REFRESH_INTERVAL_S."""
-        assert self._loop is not None
-        loop = self._loop
-        next_full = loop.time() + REFRESH_INTERVAL_S
-        while True:
-            wait = next_full - loop.time()
-            if wait > 0 and not self._push.is_set():
-                await _wait_event(self._push, wait)
-            self._push.clear()
-            full = self._full_now or loop.time() >= next_full
-            self._full_now = False
-            try:
-                await self._sync(full=full)
-                if full:
-                    next_full = loop.time() + REFRESH_INTERVAL_S
-                await asyncio.sleep(PUSH_COALESCE_S)
-            except (RedisError, OSError, TimeoutError) as exc:
-                if full:
-                    self._full_now = True
-                self._redis_failed(exc)
-                await asyncio.sleep(RETRY_DELAY_S)
-                next_full = loop.time()
+    async def _sync_round(self, due: bool) -> bool:
+        """One round of the sync loop (:meth:`ClusterNode._run_rounds`: changes pushed as they
+        happen, coalesced; a full refresh every REFRESH_INTERVAL_S or after resubscribing).
+        Returns whether it was full; a failed full round makes the next one full."""
+        full = due or self._full_now
+        self._full_now = False
+        try:
+            await self._sync(full=full)
+        except (RedisError, OSError, TimeoutError):
+            if full:
+                self._full_now = True
+            raise
+        return full
+
+    async def _sync_failed(self, exc: BaseException) -> None:
+        self._redis_failed(exc)
+        await asyncio.sleep(RETRY_DELAY_S)
 
     def _redis_failed(self, exc: BaseException) -> None:
         """Fail open: after NODE_TTL_S without a refresh, stop counting the other nodes' calls."""
@@ -347,7 +311,11 @@ class RedisCluster:
         if not self._alone and self._loop.time() - since > NODE_TTL_S:
             self._alone = True
             self.calls.forget_others()
-            log.warning("cluster: Redis unreachable for %.0f s (%s); limits count this node's calls only", NODE_TTL_S, exc)
+            log.warning(
+                "cluster: Redis unreachable for %.0f s (%s); limits count this node's calls only",
+                NODE_TTL_S,
+                exc,
+            )
         else:
             log.debug("cluster: Redis error: %s", exc)
 
@@ -362,7 +330,9 @@ class RedisCluster:
                 self._full_now = True
                 self._push.set()
                 while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=SUBSCRIBE_POLL_S)
+                    message = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=SUBSCRIBE_POLL_S
+                    )
                     if message is not None and message.get("type") == "message":
                         self.apply_event(message["data"])
             except (RedisError, OSError, TimeoutError) as exc:
@@ -377,31 +347,21 @@ class RedisCluster:
         assert self._loop is not None
         try:
             event = json.loads(data)
-            node = event["n"]
-            if node == self.node_id:
-                return
-            if event.get("bye"):
-                self.calls.forget_node(node)
-                self.messages_applied += 1
-                return
-            seq = int(event["s"])
-            counts = {str(k): int(v) for k, v in event.get("c", {}).items()}
-            admitted = {str(k): int(v) for k, v in event.get("r", {}).items()}
-        except (ValueError, TypeError, KeyError, AttributeError):
+            node = str(event["n"])
+        except MESSAGE_ERRORS:
             self.messages_rejected += 1
             return
-        self.calls.apply_message(node, seq, counts)
-        now = self._loop.time()
-        for key, n in admitted.items():
-            self.rates.debit(key, n, now)
-        self.messages_applied += 1
+        if node != self.node_id:
+            self.apply_limits(node, event, self._loop.time())
 
     # -- carrier health ------------------------------------------------------------------------
 
     async def _health_round(self) -> None:
         """Renew or take the prober lease, publish own probe results as prober, read the states."""
         assert self._redis is not None and self._loop is not None
-        held = await self._scripts["lease"](keys=[self._lease_key], args=[self.node_id, int(PROBER_LEASE_TTL_S * 1000)])
+        held = await self._scripts["lease"](
+            keys=[self._lease_key], args=[self.node_id, int(PROBER_LEASE_TTL_S * 1000)]
+        )
         now = self._loop.time()
         self._last_lease_ok = now
         if bool(held) != self._holds_lease:
@@ -423,7 +383,7 @@ class RedisCluster:
     async def _health_loop(self) -> None:
         """Every HEALTH_INTERVAL_S, or soon after a probe result: one health round."""
         while True:
-            await _wait_event(self._health_wake, HEALTH_INTERVAL_S)
+            await wait_event(self._health_wake, HEALTH_INTERVAL_S)
             self._health_wake.clear()
             try:
                 await self._health_round()
