@@ -81,7 +81,7 @@ class SbcApp:
         self.relay = None
         self._primary: dict[str, str] = {}
         self.dns = DnsCache(nameservers(settings.dns_servers))
-        self.cluster = None  # sbc.cluster.RedisCluster when redis_url is set
+        self.cluster = None  # sbc.cluster.RedisCluster with redis_url, else WorkerCluster with workers
         self.stopping = False  # set by stop(): /readyz turns 503 so no new calls are sent here
         self.api_server = None  # sbc.api.ops.HttpServer when api_listen is set
 
@@ -158,9 +158,16 @@ class SbcApp:
         )
         if s.redis_url:
             # Cluster-wide limits and carrier health; attached before the first snapshot loads.
+            # With workers, each one is a node of its own.
             from .cluster import RedisCluster
 
             self.cluster = RedisCluster(s.redis_url, prefix=s.redis_prefix)
+        elif self.bus is not None:
+            # Workers without Redis: the same mirrors, kept in step over the bus; worker 0 probes.
+            from .cluster import WorkerCluster
+
+            self.cluster = WorkerCluster(self.bus)
+        if self.cluster is not None:
             self.cluster.attach(self.b2bua)
             await self.cluster.start()
         await self.reload(force=True)
@@ -494,10 +501,10 @@ class SbcApp:
             listener.close()
         if self.tcp is not None:
             await self.tcp.close()
-        if self.bus is not None:
-            self.bus.close()
         if self.cluster is not None:
             await self.cluster.close()  # this node's calls stop counting cluster-wide at once
+        if self.bus is not None:
+            self.bus.close()  # after the cluster's goodbye, which it carries
         if self.store is not None:
             await self.store.close()
         if self.relay is not None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -24,7 +23,7 @@ from sbc.cluster.base import NODE_TTL_S, PROBER_LEASE_TTL_S
 from sbc.cluster.local import FRAME_BUDGET_BYTES, pack, part_of
 from sbc.sip.message import Request
 from sbc.workers import WorkerInfo
-from sbc.workers.bus import KIND_CLUSTER, WorkerBus
+from sbc.workers.bus import KIND_CLUSTER, WorkerBus, socket_mesh
 from tests import b2bua_harness
 from tests.b2bua_harness import (
     DIALLED,
@@ -555,9 +554,9 @@ def test_only_worker_0_sends_options_and_the_other_routes_around_its_down_gatewa
 
 @pytest.fixture
 async def bus_workers() -> AsyncIterator[list[WorkerCluster]]:
-    """Three started workers on real buses of a private group; all closed at the end."""
-    group = secrets.token_hex(6)
-    buses = [WorkerBus(WorkerInfo(i, 3, group)) for i in range(3)]
+    """Three started workers on a real socket-pair mesh; all closed at the end."""
+    mesh = socket_mesh(3)
+    buses = [WorkerBus(WorkerInfo(i, 3, "test"), mesh[i]) for i in range(3)]
     clusters: list[WorkerCluster] = []
     try:
         for bus in buses:

@@ -192,3 +192,39 @@ def test_the_api_of_worker_0_shows_hangs_up_and_counts_the_calls_of_both_workers
     assert pbx_result.returncode == 0 or pbx_result.stats.get("SuccessfulCall(C)", 0) >= calls - 1
     assert len(rows) == calls and {worker_for_call_id(r.call_id, 2) for r in rows} == {0, 1}
     assert sum(r.hangup_by == "api" for r in rows) == 1, [r.hangup_by for r in rows]
+
+
+def _prefix_for(*owners: int) -> str:
+    """A SIPp ``-cid_str`` prefix whose calls 1, 2, ... steer to ``owners`` in turn."""
+    return next(
+        p
+        for p in (f"lim{k}" for k in range(10_000))
+        if all(worker_for_call_id(f"{p}-{n}@{CARRIER}", 2) == w for n, w in enumerate(owners, 1))
+    )
+
+
+def test_a_carrier_max_calls_holds_across_both_workers(tmp_path) -> None:
+    """max_calls 2 with one call up on each worker: a third call is refused whichever worker it
+    reaches (each worker alone holds one call, so only the shared count refuses it)."""
+    with start_uas("uas_answer", PBX, calls=2, workdir=tmp_path) as pbx:
+        yaml_text = provision([(GW1, 5060)], pbx.local_port, carrier_extra="    max_calls: 2\n")
+        sbc = start_provisioned(tmp_path, yaml_text, extra_args=WORKERS)
+        try:
+            held = start_sipp("uac_call", sbc_target(sbc), local_ip=CARRIER, service=DID, calls=2, rate=20,
+                              hold_ms=5000, extra=["-cid_str", f"{_prefix_for(0, 1)}-%u@%s"],
+                              workdir=tmp_path / "held")  # fmt: skip
+            with held:
+                assert wait_for(lambda: len(pbx.received("ACK")) == 2, 5), "the two calls were not answered"
+                time.sleep(0.3)  # a few push periods: each worker has heard of the other's call
+                over = [
+                    run_sipp("uac_expect_503", sbc_target(sbc), local_ip=CARRIER, service=DID,
+                             extra=["-cid_str", f"{_prefix_for(w)}-%u@%s"], workdir=tmp_path / f"over{w}")
+                    for w in (0, 1)
+                ]  # fmt: skip
+                held_result = held.wait(15)
+        finally:
+            rows = stop_and_read(sbc, tmp_path)
+    assert [o.returncode for o in over] == [0, 0], [o.explain() for o in over]
+    assert held_result.returncode == 0, held_result.explain()
+    assert sorted(r.sip_code for r in rows) == [200, 200, 503, 503]
+    assert {worker_for_call_id(r.call_id, 2) for r in rows if r.sip_code == 503} == {0, 1}
