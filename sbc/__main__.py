@@ -10,9 +10,6 @@ from pathlib import Path
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    import uvloop
-
-    from .app import serve
     from .config import ConfigError, load_settings
     from .workers import WorkerInfo
 
@@ -38,6 +35,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from .workers.supervisor import supervise
 
         return supervise(settings, sys.argv[1:])
+    import uvloop
+
+    from .app import serve
+
     try:
         uvloop.run(serve(settings, worker))
     except OSError as e:

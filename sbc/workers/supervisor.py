@@ -233,22 +233,21 @@ class Supervisor:
                 proc.wait()
 
 
-async def _prepare_store(url: str) -> None:
-    """Open the store once, so its schema is created or migrated by one process, not raced by N."""
-    from ..store.store import Store
-
-    store = await Store.open(url)
-    await store.close()
+def _prepare_store(url: str) -> None:
+    """Create or migrate the store's schema once (``sbc migrate``), so N workers do not race for
+    it. In a child process: the supervisor itself stays small (no SQLAlchemy or SIP stack: 38 MB
+    resident against 78 MB with them)."""
+    done = subprocess.run([sys.executable, "-m", "sbc", "migrate", "--db", url], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SupervisorError(done.stderr.strip().removeprefix("sbc: ") or f"sbc migrate exited {done.returncode}")
 
 
 def supervise(settings: Settings, argv: list[str]) -> int:
     """``sbc run`` with ``settings.workers`` > 1: the exit status for the command line."""
-    import asyncio
-
     supervisor = Supervisor(settings, argv)
     try:
         supervisor.bind()
-        asyncio.run(_prepare_store(settings.db))
+        _prepare_store(settings.db)
     except Exception as e:  # a port taken, no CAP_BPF, an unreachable database: one line, no traceback
         supervisor.close()
         print(f"sbc: cannot start: {e}", file=sys.stderr)
