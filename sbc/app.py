@@ -377,12 +377,9 @@ class SbcApp:
 
     def _on_diverted(self, sender: int, payload: bytes) -> None:
         """A message another worker read for a call of ours: handle it as if we had read it."""
-        try:
-            data, source = unpack_message(payload)
-        except FrameError:
-            metrics.SIP_MESSAGES_DROPPED.labels("bus", "bad-frame").inc()
-            return
-        self.on_message(data, source)
+        frame = _unpack_or_count(payload)
+        if frame is not None:
+            self.on_message(*frame)
 
     def _send_via_worker(self, worker: int, data: bytes, dest: Address) -> bool:
         """The TCP transport's ``send_elsewhere``: the connection is another worker's."""
@@ -391,12 +388,9 @@ class SbcApp:
 
     def _on_tcp_for_us(self, sender: int, payload: bytes) -> None:
         """Another worker's answer for a peer on one of our TCP connections."""
-        try:
-            data, dest = unpack_message(payload)
-        except FrameError:
-            metrics.SIP_MESSAGES_DROPPED.labels("bus", "bad-frame").inc()
-            return
-        self.send(Outgoing(data, dest))
+        frame = _unpack_or_count(payload)
+        if frame is not None:
+            self.send(Outgoing(*frame))
 
     # -- the loop's side of the sans-I/O core -------------------------------------------------
 
@@ -605,6 +599,15 @@ class GcPolicy:
         if took > GC_PAUSE_WARN_S:
             log.warning("gc: generation %s collection took %.0f ms (%s objects freed)",
                         generation, took * 1000, info.get("collected"))  # fmt: skip
+
+
+def _unpack_or_count(payload: bytes) -> tuple[bytes, Address] | None:
+    """A bus frame's message and address; None (counted as dropped) for a frame that is not one."""
+    try:
+        return unpack_message(payload)
+    except FrameError:
+        metrics.SIP_MESSAGES_DROPPED.labels("bus", "bad-frame").inc()
+        return None
 
 
 def rtp_port_slice(lo: int, hi: int, index: int, count: int) -> tuple[int, int]:

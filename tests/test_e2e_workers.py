@@ -51,6 +51,15 @@ def _answered_on_both_workers(rows: list, calls: int) -> None:
     assert owners == {0, 1}, f"all calls on worker(s) {owners}"
 
 
+def _calls_through(sbc, pbx, calls: int, transport: str = "u1") -> None:
+    """``calls`` short calls from the carrier through ``sbc`` to ``pbx``; both SIPps succeed."""
+    uac = run_sipp("uac_call", sbc_target(sbc), local_ip=CARRIER, service=DID, calls=calls, rate=40,
+                   hold_ms=100, transport=transport, timeout_s=20, workdir=sbc.log_path.parent)  # fmt: skip
+    pbx_result = pbx.wait(10)
+    assert uac.returncode == 0, uac.explain() + sbc.log()[-3000:]
+    assert pbx_result.returncode == 0, pbx_result.explain()
+
+
 def _workers(sbc) -> list[psutil.Process]:
     return psutil.Process(sbc.proc.pid).children()
 
@@ -64,13 +73,9 @@ def test_calls_from_one_carrier_socket_are_shared_by_both_workers(tmp_path, tran
     with start_uas("uas_answer", PBX, calls=calls, workdir=tmp_path) as pbx:
         sbc = start_provisioned(tmp_path, provision([(GW1, 5060)], pbx.local_port), extra_args=WORKERS)
         try:
-            uac = run_sipp("uac_call", sbc_target(sbc), local_ip=CARRIER, service=DID, calls=calls, rate=40,
-                           hold_ms=100, transport=transport, timeout_s=20, workdir=tmp_path)  # fmt: skip
-            pbx_result = pbx.wait(10)
+            _calls_through(sbc, pbx, calls, transport)
         finally:
             rows = stop_and_read(sbc, tmp_path)
-    assert uac.returncode == 0, uac.explain() + sbc.log()[-3000:]
-    assert pbx_result.returncode == 0, pbx_result.explain()
     _answered_on_both_workers(rows, calls)
     assert "Traceback" not in sbc.log()
 
@@ -125,13 +130,9 @@ def test_a_worker_that_dies_is_restarted_and_takes_calls_again(tmp_path) -> None
 
             assert wait_for(restarted), sbc.log()
             time.sleep(2.0)  # the new worker loads provisioning and binds its bus socket
-            uac = run_sipp("uac_call", sbc_target(sbc), local_ip=CARRIER, service=DID, calls=calls, rate=40,
-                           hold_ms=100, timeout_s=20, workdir=tmp_path)  # fmt: skip
-            pbx_result = pbx.wait(10)
+            _calls_through(sbc, pbx, calls)
         finally:
             rows = stop_and_read(sbc, tmp_path)
-    assert uac.returncode == 0, uac.explain() + sbc.log()[-3000:]
-    assert pbx_result.returncode == 0, pbx_result.explain()
     _answered_on_both_workers(rows, calls)
     assert "restarting" in sbc.log()
 

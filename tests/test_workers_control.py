@@ -29,7 +29,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from sbc.api.app import create_api
 from sbc.b2bua.control import CallControlUnavailable, LiveCallList
-from sbc.overload import OverloadGuard
 from sbc.store.store import Store
 from sbc.transport.steering import worker_for_call_id
 from sbc.workers import WorkerInfo
@@ -37,6 +36,7 @@ from sbc.workers.api import WorkerCallControl, WorkerOps
 from sbc.workers.control import ControlClient, ControlServer, control_name
 from sbc.workers.merge import ExpositionMerger, merged_families
 from tests.api_support import ADMIN, ADMIN_KEY, FakeCalls
+from tests.test_ops_api import ready_app as ops_ready_app
 
 #: Short, so a stalled worker costs the tests little; the production value is CALL_TIMEOUT_S.
 TIMEOUT_S = 0.2
@@ -53,20 +53,10 @@ ID = {f"w{i}-{n}": _steered(f"w{i}-{n}", i, 3) for i in range(3) for n in range(
 
 
 def ready_app(**kw: Any) -> SimpleNamespace:
-    """A worker app in the ready state, as far as :func:`sbc.readiness.readiness` looks."""
-    base: dict[str, Any] = {
-        "settings": SimpleNamespace(listeners=["udp"], overload_protection=True),
-        "store": object(),
-        "udp": {("127.0.0.1", 5060): object()},
-        "tcp": None,
-        "provisioning_version": 3,
-        "stopping": False,
-        "overload": OverloadGuard(),
-        "b2bua": None,
-        "relay": None,
-    }
-    base.update(kw)
-    return SimpleNamespace(**base)
+    """A worker app in the ready state, as far as :func:`sbc.readiness.readiness` looks: the ops
+    tests' stand-in with one UDP listener and no TCP."""
+    udp_only = {"settings": SimpleNamespace(listeners=["udp"], overload_protection=True), "tcp": None}
+    return ops_ready_app(**{**udp_only, **kw})
 
 
 @dataclass
