@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -23,6 +25,7 @@ from sbc.store.schema import (
     TrunkRow,
 )
 from sbc.store.store import CDR_PAGE_MAX, SQLITE_BUSY_TIMEOUT_MS, bump_version
+from tests.sbcproc import REPO
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -154,6 +157,24 @@ async def test_reopen_keeps_data_and_version(db_url: str) -> None:
         assert await second.version() == 1
     finally:
         await second.close()
+
+
+def test_processes_opening_a_fresh_store_at_once_all_succeed(db_url: str) -> None:
+    """``sbc run --workers N`` (or cluster nodes starting together) opens one fresh store from
+    N processes at once: the schema migrated once, then every open creates the version row if
+    missing. A read-then-insert made most of six SQLite opens fail with "database is locked"."""
+    assert subprocess.run([sys.executable, "-m", "sbc", "migrate", "--db", db_url], cwd=REPO,
+                          capture_output=True).returncode == 0  # fmt: skip
+    code = (
+        "import asyncio, sys\nfrom sbc.store.store import Store\n"
+        "async def main():\n    s = await Store.open(sys.argv[1])\n    print(await s.version())\n    await s.close()\n"
+        "asyncio.run(main())"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, db_url], cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(6)]  # fmt: skip
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, [err[-300:] for _, err in outs]
+    assert {out.strip() for out, _ in outs} == {"0"}
 
 
 def test_schema_compiles_for_postgresql() -> None:

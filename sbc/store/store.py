@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, func, insert, or_, select, tuple_, update
+from sqlalchemy import event, insert, or_, select, tuple_, update
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, selectinload
@@ -212,14 +212,7 @@ class Store:
         try:
             if create:
                 await migrate(engine)
-                async with engine.begin() as conn:
-                    have_row = await conn.scalar(
-                        select(func.count())
-                        .select_from(StoreVersionRow)
-                        .where(StoreVersionRow.id == STORE_VERSION_ROW_ID)
-                    )
-                    if not have_row:
-                        await conn.execute(insert(StoreVersionRow).values(id=STORE_VERSION_ROW_ID, version=0))
+                await _ensure_version_row(engine)
         except BaseException:
             await engine.dispose()
             raise
@@ -528,6 +521,22 @@ __all__ = [
     "async_db_url",
     "bump_version",
 ]
+
+
+async def _ensure_version_row(engine: AsyncEngine) -> None:
+    """Create the ``store_version`` row if it is missing, safely when several processes open a
+    fresh store at once (``sbc run --workers N``, cluster nodes starting together): one
+    ``INSERT ... ON CONFLICT DO NOTHING``, not a read then a write. On SQLite a transaction that
+    reads and then writes while another process writes fails at once with "database is locked"
+    (the busy timeout cannot help a lock upgrade); on PostgreSQL the second insert would violate
+    the primary key."""
+    if engine.dialect.name == "sqlite":  # async_db_url admits only SQLite and PostgreSQL
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    statement = dialect_insert(StoreVersionRow).values(id=STORE_VERSION_ROW_ID, version=0)
+    async with engine.begin() as conn:
+        await conn.execute(statement.on_conflict_do_nothing(index_elements=["id"]))
 
 
 def _cdr_values(cdr: CdrRecord) -> dict[str, Any]:
