@@ -21,7 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sbc.transport.steering import steering_available, worker_for_call_id
-from tests.sbcproc import free_port, wait_for
+from tests.sbcproc import free_port, start_sbc, udp_exchange, wait_for
 from tests.sipp import SIPP, run_sipp, start_sipp, start_uas
 from tests.test_e2e_calls import (
     CARRIER,
@@ -229,3 +229,24 @@ def test_a_carrier_max_calls_holds_across_both_workers(tmp_path) -> None:
     assert held_result.returncode == 0, held_result.explain()
     assert sorted(r.sip_code for r in rows) == [200, 200, 503, 503]
     assert {worker_for_call_id(r.call_id, 2) for r in rows if r.sip_code == 503} == {0, 1}
+
+
+def test_two_workers_start_on_a_fresh_store_and_both_answer(tmp_path) -> None:
+    """No provisioning first: the supervisor migrates a new SQLite file and both workers open
+    it at once (they raced for its first row once). OPTIONS steered to each worker is answered."""
+    sbc = start_sbc(tmp_path, extra_args=WORKERS)
+    try:
+        for owner in (0, 1):
+            call_id = next(
+                c for c in (f"fresh-{k}" for k in range(1000)) if worker_for_call_id(c, 2) == owner
+            )
+            options = (
+                f"OPTIONS sip:{sbc.host}:{sbc.port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK{call_id}\r\n"
+                f"Max-Forwards: 70\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@y>\r\nCall-ID: {call_id}\r\n"
+                "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+            ).encode()
+            answers = wait_for(lambda o=options: udp_exchange(sbc.host, sbc.port, o), 10)
+            assert answers and answers[0].startswith(b"SIP/2.0 200"), sbc.log()[-3000:]
+    finally:
+        assert sbc.stop() == 0, sbc.log()
+    assert "failed to start" not in sbc.log() and "Traceback" not in sbc.log()
