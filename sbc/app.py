@@ -175,11 +175,8 @@ class SbcApp:
             self.bus.start()
         inherited = list(worker.fds) if worker is not None else []
         for spec in s.listeners:
-            sock = None
-            if inherited:
-                family = socket.AF_INET6 if ":" in spec.host else socket.AF_INET
-                kind = socket.SOCK_DGRAM if spec.transport == "udp" else socket.SOCK_STREAM
-                sock = socket.socket(family, kind, fileno=inherited.pop(0))
+            # A worker's socket, bound by the supervisor (family and type come from the descriptor).
+            sock = socket.socket(fileno=inherited.pop(0)) if inherited else None
             if spec.transport == "udp":
                 listener = await start_udp(spec, self.receive, self.flush, sock=sock)
                 self.udp[listener.local] = listener

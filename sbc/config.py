@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -52,6 +53,11 @@ class ListenSpec:
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.transport}:{host}:{self.port}"
+
+    @property
+    def family(self) -> socket.AddressFamily:
+        """The address family of the listener's socket."""
+        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
 
 
 def parse_listen(text: str, default_port: int = 5060) -> list[ListenSpec]:

@@ -51,9 +51,8 @@ def test_identifiers_made_by_a_worker_steer_back_to_it() -> None:
         place = Placement(index, 3)
         ids = [place.make(lambda: secrets.token_hex(8)) for _ in range(50)]
         assert {worker_for_call_id(i, 3) for i in ids} == {index}
-        assert all(place.owns(i) for i in ids)
     alone = Placement()
-    assert alone.owns("anything") and alone.make(lambda: "x") == "x"
+    assert alone.make(lambda: "x") == "x"
     with pytest.raises(ValueError):
         Placement(3, 3)
 

@@ -64,7 +64,7 @@ Worker mode: the processes of one machine, no Redis
 ``sbc run --workers N`` runs N workers, each a full SBC behind one SIP address
 (:mod:`sbc.workers`). They share limits and carrier health exactly as nodes do, with the same
 mirrors, but :class:`~sbc.cluster.local.WorkerCluster` sends the messages straight to the other
-workers over the worker bus (abstract Unix datagram sockets), so a single machine needs no
+workers over the worker bus (a Unix datagram socket pair per pair of workers), so a single machine needs no
 Redis. Each change goes to every other worker as a delta (coalesced as above), each worker sends
 all its counts every :data:`~sbc.cluster.base.REFRESH_INTERVAL_S` (the bus drops rather than
 blocks, so the refresh is the repair path), a worker silent for ``NODE_TTL_S`` is forgotten (the

@@ -76,20 +76,20 @@ def call_id_for_worker(index: int, n: int, make: Callable[[], str]) -> str:
 
 
 class Placement:
-    """Which worker of how many this process is, for the identifiers it makes and the
-    messages it takes. A standalone SBC is worker 0 of 1: it owns everything."""
+    """Which worker of how many this process is, for the identifiers it makes. A standalone
+    SBC is worker 0 of 1: anything it makes is its own."""
 
     __slots__ = ("count", "index")
 
     def __init__(self, index: int = 0, count: int = 1) -> None:
+        self.place(index, count)
+
+    def place(self, index: int, count: int) -> None:
+        """Become worker ``index`` of ``count``; ValueError when it is out of range."""
         if not 0 <= index < count:
             raise ValueError(f"worker {index} out of range for {count} workers")
         self.index = index
         self.count = count
-
-    def owns(self, call_id: str | bytes) -> bool:
-        """Whether the kernel steers datagrams with this Call-ID to this worker."""
-        return self.count == 1 or worker_for_call_id(call_id, self.count) == self.index
 
     def make(self, make: Callable[[], str]) -> str:
         """An identifier from ``make`` that steers to this worker (``make()`` itself alone)."""
@@ -103,8 +103,7 @@ PLACEMENT = Placement()
 
 def place_this_process(index: int, count: int) -> None:
     """Make this process worker ``index`` of ``count`` for :data:`PLACEMENT`'s users."""
-    checked = Placement(index, count)
-    PLACEMENT.index, PLACEMENT.count = checked.index, checked.count
+    PLACEMENT.place(index, count)
 
 
 def steer_sockets(socks: Sequence[socket.socket]) -> Steering:

@@ -157,16 +157,14 @@ class TcpTransport:
         return True
 
     async def listen(self, spec: ListenSpec, sock: socket.socket | None = None) -> None:
-        """Start a listener (on ``sock``, already bound and listening, when given: the
-        supervisor's socket that every worker accepts from). Raises OSError when the address
-        cannot be bound."""
+        """Start a listener (on ``sock`` when given: bound by the supervisor, every worker
+        listens and accepts on it). Raises OSError when the address cannot be bound."""
         loop = asyncio.get_running_loop()
         if sock is not None:
             server = await loop.create_server(lambda: TcpConnection(self), sock=sock, backlog=LISTEN_BACKLOG)
         else:
-            family = socket.AF_INET6 if ":" in spec.host else socket.AF_INET
             server = await loop.create_server(
-                lambda: TcpConnection(self), spec.host, spec.port, family=family, reuse_address=True,
+                lambda: TcpConnection(self), spec.host, spec.port, family=spec.family, reuse_address=True,
                 backlog=LISTEN_BACKLOG,
             )  # fmt: skip
         self.servers.append(server)

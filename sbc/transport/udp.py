@@ -154,8 +154,7 @@ class UdpListener:
 def bind_udp(spec: ListenSpec, *, reuse_port: bool = False) -> socket.socket:
     """A non-blocking UDP socket bound to ``spec`` with large buffers; with ``reuse_port`` one of
     a group sharing the address (``sbc run --workers N``). Raises OSError when it cannot bind."""
-    family = socket.AF_INET6 if ":" in spec.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock = socket.socket(spec.family, socket.SOCK_DGRAM)
     try:
         sock.setblocking(False)
         for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):

@@ -2,8 +2,8 @@
 
 Only worker 0 serves the REST API and ``/metrics``, but the calls live in every worker. Each worker
 runs a :class:`ControlServer` on an abstract Unix stream socket, ``\\0sbc-<group>-<index>-ctl``
-(beside its bus socket, :mod:`sbc.workers.bus`; abstract, so nothing is left on the file system
-after a crash), and worker 0's API asks the others through a :class:`ControlClient`
+(abstract, so nothing is left on the file system after a crash; the bus, :mod:`sbc.workers.bus`,
+is socket pairs the supervisor makes), and worker 0's API asks the others through a :class:`ControlClient`
 (:mod:`sbc.workers.api`). The bus stays for what must never wait (SIP messages); this is for
 questions that want an answer.
 
