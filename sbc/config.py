@@ -23,6 +23,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from .workers import MAX_WORKERS
+
 # RFC 3261 §17.1.1.1 timer defaults (seconds).
 DEFAULT_T1 = 0.5
 DEFAULT_T2 = 4.0
@@ -138,7 +140,7 @@ class Settings(BaseSettings):
     workers: int = Field(
         1,
         ge=1,
-        le=64,
+        le=MAX_WORKERS,
         description="Worker processes sharing the SIP listeners, each on its own core (sbc.workers);"
         " more than 1 needs the SIP steering program (built with clang and libbpf, loaded with CAP_BPF)",
     )
