@@ -1311,14 +1311,21 @@ static int session_alloc_once(rr_engine *e, const rr_session_params *p, uint64_t
         pthread_mutex_unlock(&e->ctl_lock);
         return RR_ERR_SOCKET;
     }
+    int wake = 0;
 #ifdef RR_HAVE_IO_URING
     if (e->backend == RR_BACKEND_IO_URING)
-        rr_uring_session_added(w, slot, gen);
+        wake = rr_uring_session_added(w, slot, gen);
 #endif
     s->worker_pos = w->nactive;
     w->active[w->nactive++] = slot;
     s->in_use = 1;
     pthread_mutex_unlock(&w->lock);
+#ifdef RR_HAVE_IO_URING
+    if (wake)
+        rr_uring_wake(w);
+#else
+    (void)wake;
+#endif
     *id_out = rr_make_id(slot, gen);
     return RR_OK;
 }

@@ -196,14 +196,17 @@ void rr_note_round(rr_worker *w, int64_t start, int64_t end, int64_t cpu_ns);
 int rr_uring_probe(void);
 /* Worker thread body of the io_uring backend. */
 void *rr_uring_worker_main(void *arg);
-/* Allocation hook: the new session's sockets get receives armed (caller holds w->lock). */
-void rr_uring_session_added(rr_worker *w, uint32_t slot, uint32_t gen);
+/* Allocation hook: the new session's sockets get receives armed (caller holds w->lock).
+ * Returns 1 when the caller must call rr_uring_wake(w) once it has released the lock. */
+int rr_uring_session_added(rr_worker *w, uint32_t slot, uint32_t gen);
 /* Free hook: hand the session's sockets to the worker to cancel and close at its next
  * round (caller holds w->lock; it waits, releasing it, only while the queue is full). */
 void rr_uring_session_closing(rr_worker *w, rr_session *s, uint32_t slot, uint32_t old_gen);
 /* Wake the worker (caller holds w->lock and the ring is live) unless a wake-up is already
  * pending: it runs its queued control work. */
 void rr_uring_kick(rr_worker *w);
+/* The system call half of a wake-up that rr_uring_session_added asked for (no lock needed). */
+void rr_uring_wake(rr_worker *w);
 #endif
 
 #endif
