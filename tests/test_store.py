@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -277,6 +278,43 @@ async def test_cdr_times_in_other_zones_are_stored_as_utc(store: Store) -> None:
     assert back.setup_time == T0
     assert back.setup_time.tzinfo == UTC
     assert back.duration_s == 0.0
+
+
+async def test_write_cdrs_stores_what_write_cdr_stores(store: Store) -> None:
+    """The batch insert bypasses the ORM's type conversion: its rows must read back, sort and
+    filter exactly like rows written through the ORM (SQLite compares the time text)."""
+    plus2 = timezone(timedelta(hours=2))
+    variants = [
+        {},
+        {
+            "setup_time": (T0 + timedelta(seconds=1)).astimezone(plus2),
+            "answer_time": None,
+            "disposition": "busy",
+            "sip_code": 486,
+            "hangup_by": None,
+            "media": {},
+            "attempts": (),
+        },
+        {
+            "setup_time": T0 + timedelta(seconds=2, microseconds=123456),
+            "customer": None,
+            "end_reason": "media timeout",
+        },
+    ]
+    await store.write_cdrs([make_cdr(call_id=f"batch-{i}", **v) for i, v in enumerate(variants)])
+    for i, v in enumerate(variants):
+        await store.write_cdr(make_cdr(call_id=f"orm-{i}", **v))
+    rows = await store.list_cdrs(limit=10)
+    by_id = {r.call_id: r for r in rows}
+    for i in range(len(variants)):
+        batch, orm = by_id[f"batch-{i}"], by_id[f"orm-{i}"]
+        assert replace(batch, id=None, call_id="x") == replace(orm, id=None, call_id="x")
+        assert batch.setup_time.tzinfo == UTC
+    # Bounds compare equal to the stored times, whichever way the row was written.
+    since = await store.list_cdrs(since=T0 + timedelta(seconds=1))
+    assert {r.call_id for r in since} == {"batch-1", "orm-1", "batch-2", "orm-2"}
+    until = await store.list_cdrs(until=T0 + timedelta(seconds=2, microseconds=123456))
+    assert {r.call_id for r in until} == {"batch-0", "orm-0", "batch-1", "orm-1"}
 
 
 async def test_list_cdrs_filters_order_and_paging(store: Store) -> None:

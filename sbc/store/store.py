@@ -14,9 +14,10 @@ read at REPEATABLE READ for the same reason.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +192,7 @@ class Store:
         """Wrap an engine that :meth:`open` created; prefer :meth:`open`."""
         self._engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._cdr_insert_sql: str | None = None  # write_cdrs' statement, compiled on first use
 
     @classmethod
     async def open(cls, url: str | URL = DEFAULT_DB_URL, *, create: bool = True, echo: bool = False) -> Store:
@@ -297,9 +299,19 @@ class Store:
         """
         if not cdrs:
             return
-        rows = [_cdr_values(c) for c in cdrs]
-        async with self._sessions() as session, session.begin():
-            await session.execute(insert(CdrRow), rows)
+        # The statement is compiled once and the rows go to the driver's executemany as
+        # tuples, converted here the way the column types would (see _cdr_params): through the
+        # ORM each row cost 50-60 us of the signalling thread, 5 % of a call at load.
+        if self._cdr_insert_sql is None:
+            self._cdr_insert_sql = str(
+                insert(CdrRow.__table__).compile(
+                    dialect=self._engine.dialect, column_keys=list(_CDR_COLUMNS), for_executemany=True
+                )
+            )
+        naive_utc = self.dialect == "sqlite"
+        rows = [_cdr_params(c, naive_utc) for c in cdrs]
+        async with self._engine.begin() as conn:
+            await conn.exec_driver_sql(self._cdr_insert_sql, rows)
 
     async def list_cdrs(
         self,
@@ -473,14 +485,14 @@ def _load_snapshot_sync(session: Session) -> Snapshot:
         )
     ).all()
     number_rows = session.execute(
-        select(
-            NumberRow.e164, CustomerRow.name, TrunkRow.name, ApplicationRow.name, NumberRow.media_endpoint
-        )
+        select(NumberRow.e164, CustomerRow.name, TrunkRow.name, ApplicationRow.name, NumberRow.media_endpoint)
         .outerjoin(CustomerRow, NumberRow.customer_id == CustomerRow.id)
         .outerjoin(TrunkRow, NumberRow.trunk_id == TrunkRow.id)
         .outerjoin(ApplicationRow, NumberRow.application_id == ApplicationRow.id)
     ).all()
-    application_rows = session.execute(select(ApplicationRow, CustomerRow.name).join(ApplicationRow.customer)).all()
+    application_rows = session.execute(
+        select(ApplicationRow, CustomerRow.name).join(ApplicationRow.customer)
+    ).all()
     route_rows = session.scalars(
         select(RouteRow).options(
             selectinload(RouteRow.customer),
@@ -561,6 +573,43 @@ def _cdr_values(cdr: CdrRecord) -> dict[str, Any]:
         "end_reason": cdr.end_reason,
         "media": dict(cdr.media),
     }
+
+
+# The cdrs columns write_cdrs fills, in statement order (all but the id).
+_CDR_COLUMNS = tuple(c.name for c in CdrRow.__table__.columns if c.name != "id")
+
+
+def _cdr_time(value: datetime | None, naive_utc: bool) -> datetime | str | None:
+    """A CDR timestamp as the driver takes it: aware for PostgreSQL (timestamptz); for SQLite
+    naive UTC text in the form SQLAlchemy's DateTime writes and reads (always microseconds),
+    as :class:`~sbc.store.schema.UtcDateTime` would store it. CdrRecord refuses naive times."""
+    if value is None or not naive_utc:
+        return value
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _cdr_params(cdr: CdrRecord, naive_utc: bool) -> tuple[Any, ...]:
+    """One CDR as positional parameters in :data:`_CDR_COLUMNS` order (JSON columns as text)."""
+    return (
+        cdr.call_id,
+        cdr.direction,
+        cdr.caller,
+        cdr.callee,
+        cdr.customer,
+        cdr.carrier,
+        cdr.trunk,
+        cdr.gateway,
+        json.dumps([a.to_json() for a in cdr.attempts]),
+        _cdr_time(cdr.setup_time, naive_utc),
+        _cdr_time(cdr.answer_time, naive_utc),
+        _cdr_time(cdr.end_time, naive_utc),
+        cdr.duration_s,
+        cdr.disposition,
+        cdr.sip_code,
+        cdr.hangup_by,
+        cdr.end_reason,
+        json.dumps(dict(cdr.media)),
+    )
 
 
 def _cdr_row(cdr: CdrRecord) -> CdrRow:
