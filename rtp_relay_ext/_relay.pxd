@@ -83,6 +83,7 @@ cdef extern from "relay_engine.h" nogil:
         int dtmf_pt
         int64_t timeout_ns
         int64_t hold_timeout_ns
+        int defer_wake
 
     ctypedef struct rr_peer:
         rr_sockaddr rtp
@@ -150,6 +151,7 @@ cdef extern from "relay_engine.h" nogil:
     void rr_engine_free(rr_engine *e)
 
     int rr_session_alloc(rr_engine *e, const rr_session_params *p, uint64_t *id_out)
+    int rr_engine_wake_owed(rr_engine *e)
     int rr_session_free(rr_engine *e, uint64_t id, rr_session_info *final_info)
     int rr_session_set_peer(rr_engine *e, uint64_t id, int leg, const rr_peer *peer)
     int rr_session_set_hold(rr_engine *e, uint64_t id, int held)

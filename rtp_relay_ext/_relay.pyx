@@ -380,6 +380,7 @@ cdef class RelayEngine:
         dtmf_pt: int | None = DEFAULT_DTMF_PT,
         timeout: float | None = None,
         hold_timeout: float | None = None,
+        defer_wake: bool = False,
     ) -> int:
         """Open a session: an RTP/RTCP port pair for each leg, no peers yet.
 
@@ -387,6 +388,11 @@ cdef class RelayEngine:
         pair outside quarantine is free.  Packets arriving before ``set_peer``
         latch their source (symmetric mode) but have nowhere to go until the
         other leg has an address: they are dropped and counted (no_destination).
+
+        With io_uring a worker thread must be woken to arm the new sockets'
+        receives.  ``defer_wake`` leaves that to :meth:`wake_owed`, so a caller
+        that opens several sessions in one turn wakes each worker once; until
+        then (or the worker's next round) datagrams wait in the sockets.
         """
         cdef rr_session_params p
         cdef uint64_t sid = 0
@@ -396,10 +402,15 @@ cdef class RelayEngine:
         p.dtmf_pt = -1 if dtmf_pt is None else dtmf_pt
         p.timeout_ns = _ns(timeout)
         p.hold_timeout_ns = _ns(hold_timeout)
+        p.defer_wake = 1 if defer_wake else 0
         rc = rr_session_alloc(e, &p, &sid)
         if rc != RR_OK:
             _raise(rc)
         return sid
+
+    def wake_owed(self) -> int:
+        """Wake the workers that ``allocate(defer_wake=True)`` left unwoken; how many were."""
+        return rr_engine_wake_owed(self._engine())
 
     def free(self, session_id: int) -> dict:
         """Close a session's sockets and return its final info (as ``session_info``).

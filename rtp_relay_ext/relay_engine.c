@@ -1210,6 +1210,27 @@ static int wait_for_closes(rr_engine *e)
 
 static int session_alloc_once(rr_engine *e, const rr_session_params *p, uint64_t *id_out);
 
+int rr_engine_wake_owed(rr_engine *e)
+{
+    int woken = 0;
+#ifdef RR_HAVE_IO_URING
+    for (int i = 0; i < e->nworkers; i++) {
+        rr_worker *w = &e->workers[i];
+        pthread_mutex_lock(&w->lock);
+        int owed = w->wake_owed;
+        w->wake_owed = 0;
+        pthread_mutex_unlock(&w->lock);
+        if (owed) { /* kick_pending stays set: the worker clears it when it takes its queues */
+            rr_uring_wake(w);
+            woken++;
+        }
+    }
+#else
+    (void)e;
+#endif
+    return woken;
+}
+
 int rr_session_alloc(rr_engine *e, const rr_session_params *p, uint64_t *id_out)
 {
     if (p->clock_rate == 0 || p->dtmf_pt > 127)
@@ -1319,6 +1340,10 @@ static int session_alloc_once(rr_engine *e, const rr_session_params *p, uint64_t
     s->worker_pos = w->nactive;
     w->active[w->nactive++] = slot;
     s->in_use = 1;
+    if (wake && p->defer_wake) {
+        w->wake_owed = 1; /* written by rr_engine_wake_owed(), with other allocations' */
+        wake = 0;
+    }
     pthread_mutex_unlock(&w->lock);
 #ifdef RR_HAVE_IO_URING
     if (wake)

@@ -96,6 +96,7 @@ typedef struct rr_session_params {
     int dtmf_pt;              /* telephone-event payload type, -1 = none */
     int64_t timeout_ns;       /* < 0: engine default */
     int64_t hold_timeout_ns;  /* < 0: engine default */
+    int defer_wake;           /* io_uring: leave the worker's wake-up to rr_engine_wake_owed() */
 } rr_session_params;
 
 typedef struct rr_peer {
@@ -227,6 +228,11 @@ void rr_engine_stop(rr_engine *e);
 void rr_engine_free(rr_engine *e);
 
 int rr_session_alloc(rr_engine *e, const rr_session_params *p, uint64_t *id_out);
+/* io_uring: write the wake-ups that allocations with defer_wake left owed, one per worker
+ * however many sessions were allocated since (the new sockets' receives are armed then;
+ * until then their datagrams wait in the socket).  Returns how many workers were woken;
+ * 0 and harmless on the epoll backend. */
+int rr_engine_wake_owed(rr_engine *e);
 int rr_session_free(rr_engine *e, uint64_t id, rr_session_info *final_info);
 int rr_session_set_peer(rr_engine *e, uint64_t id, int leg, const rr_peer *peer);
 int rr_session_set_hold(rr_engine *e, uint64_t id, int held);

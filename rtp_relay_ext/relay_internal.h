@@ -77,6 +77,7 @@ typedef struct rr_worker {
     rr_closing closing[RR_CLOSE_QUEUE];
     uint32_t nclosing;
     int kick_pending;          /* a wake-up was written and the worker has not taken its queues yet */
+    int wake_owed;             /* kick_pending is set but the write was deferred (defer_wake) */
     uint64_t close_requested, close_done;
     uint64_t close_finished;   /* atomic: close_done once those sockets were really closed */
     /* epoll backend batch buffers */

@@ -480,6 +480,7 @@ static uint32_t control_prepare(rr_worker *w, rr_uring *u)
 {
     uint32_t nclose = 0;
     w->kick_pending = 0; /* the queues are taken now: later work needs a wake-up of its own */
+    w->wake_owed = 0;    /* and a deferred one would find nothing to do */
     if (w->nclosing) {
         for (uint32_t i = 0; i < w->nclosing; i++) {
             struct io_uring_sqe *sqe = get_sqe(w, u);
@@ -591,9 +592,10 @@ void rr_uring_session_closing(rr_worker *w, rr_session *s, uint32_t slot, uint32
 
 void rr_uring_kick(rr_worker *w)
 {
-    if (w->kick_pending)
+    if (w->kick_pending && !w->wake_owed)
         return; /* the worker has not taken its queues since: it sees this work too */
     w->kick_pending = 1;
+    w->wake_owed = 0;
     rr_uring_wake(w);
 }
 
@@ -652,6 +654,7 @@ void *rr_uring_worker_main(void *arg)
     w->ring_live = 1;
     w->narm = 0;
     w->kick_pending = 0;
+    w->wake_owed = 0;
     for (uint32_t k = 0; k < w->nactive; k++)
         arm_session(w, u, &e->sessions[w->active[k]], w->active[k]);
     arm_wake(w, u);

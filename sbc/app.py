@@ -258,7 +258,7 @@ class SbcApp:
                  self.relay.backend, self.relay.kernel_status)  # fmt: skip
         assert self.loop is not None
         self.loop.add_reader(self.relay.events_fd, self._on_relay_events)
-        return MediaManager(self.relay, s.rtp_advertised_ip or s.rtp_ip)
+        return MediaManager(self.relay, s.rtp_advertised_ip or s.rtp_ip, defer=self.loop.call_soon)
 
     def _on_relay_events(self) -> None:
         assert self.relay is not None and self.b2bua is not None and self.loop is not None

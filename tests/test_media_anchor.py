@@ -62,20 +62,26 @@ def engine():
     e.close()
 
 
-def test_manager_relays_audio_both_ways_through_its_own_ports(engine) -> None:
+@pytest.mark.parametrize("deferred", [False, True], ids=["wake-at-once", "wake-deferred"])
+def test_manager_relays_audio_both_ways_through_its_own_ports(engine, deferred: bool) -> None:
     caller = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     callee = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     for s in (caller, callee):
         s.bind(("127.0.0.1", 0))
         s.settimeout(2.0)
-    manager = MediaManager(engine, "127.0.0.1")
+    later: list = []  # what the manager deferred (the event loop's call_soon in sbc run)
+    manager = MediaManager(engine, "127.0.0.1", defer=later.append if deferred else None)
     media = CallMedia()
     offer = OFFER.replace(b"203.0.113.10", b"127.0.0.1").replace(
         b"16384", str(caller.getsockname()[1]).encode()
     )
     to_callee = SessionDescription.parse(manager.rewrite(media, "a", offer, owner="call-1"))
+    assert len(later) == (1 if deferred else 0)
+    while later:
+        later.pop()()
     answer = offer.replace(str(caller.getsockname()[1]).encode(), str(callee.getsockname()[1]).encode())
     to_caller = SessionDescription.parse(manager.rewrite(media, "b", answer, owner="call-1"))
+    assert not later  # the answer allocates nothing
     a_port, b_port = to_caller.media[0].port, to_callee.media[0].port
     assert a_port != b_port and {a_port, b_port} <= set(range(41000, 41200))
     assert manager.owner(media.sessions[0]) == "call-1"
@@ -94,6 +100,23 @@ def test_manager_relays_audio_both_ways_through_its_own_ports(engine) -> None:
     assert manager.free(media) == {}  # freeing twice is harmless
     caller.close()
     callee.close()
+
+
+def test_manager_defers_one_relay_wake_up_per_turn(engine) -> None:
+    """Three calls' offers in one turn of the loop leave one wake-up to run after it."""
+    later: list = []
+    manager = MediaManager(engine, "127.0.0.1", defer=later.append)
+    calls = [CallMedia() for _ in range(3)]
+    for i, media in enumerate(calls):
+        manager.rewrite(media, "a", OFFER.replace(b"16384", str(20000 + 2 * i).encode()), owner=i)
+    assert len(later) == 1
+    later.pop()()
+    manager.rewrite(CallMedia(), "a", OFFER, owner=3)
+    assert len(later) == 1  # the next turn schedules its own
+    later.pop()()
+    assert engine.wake_owed() == 0  # nothing left owed
+    for media in calls:
+        manager.free(media)
 
 
 def test_bad_sdp_is_a_488(engine) -> None:

@@ -9,6 +9,7 @@ relay's control calls do not block); packets never come near Python.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rtp_relay_ext import LEG_A, LEG_B, PoolExhausted, RelayEngine, RelayError
@@ -47,12 +48,30 @@ class CallMedia:
 
 
 class MediaManager:
-    """Anchors every call's media in ``engine``; ``advertised_ip`` is what SDP names."""
+    """Anchors every call's media in ``engine``; ``advertised_ip`` is what SDP names.
 
-    def __init__(self, engine: RelayEngine, advertised_ip: str) -> None:
+    ``defer`` (the event loop's ``call_soon``, for instance) batches the relay's wake-ups: each
+    allocation leaves its relay worker unwoken and one :meth:`RelayEngine.wake_owed` runs when
+    ``defer`` gets to it, after the datagrams of this turn. Waking the worker per allocation was
+    5 % of the signalling thread at 700 calls/s (py-spy --native: the eventfd write, and the woken
+    thread taking the CPU). Without ``defer`` each allocation wakes at once.
+    """
+
+    def __init__(
+        self,
+        engine: RelayEngine,
+        advertised_ip: str,
+        defer: Callable[[Callable[[], object]], object] | None = None,
+    ) -> None:
         self.engine = engine
         self.advertised_ip = advertised_ip
         self.by_session: dict[int, object] = {}
+        self._defer = defer
+        self._wake_scheduled = False
+
+    def _wake(self) -> None:
+        self._wake_scheduled = False
+        self.engine.wake_owed()
 
     def rewrite(self, media: CallMedia, side: str, body: bytes, owner: object) -> bytes:
         """Take an SDP (offer or answer) from ``side`` ('a' caller, 'b' callee); return the SDP
@@ -81,7 +100,12 @@ class MediaManager:
                 continue
             if sid is None:
                 try:
-                    sid = self.engine.allocate(clock_rate=peer.clock_rate, dtmf_pt=peer.dtmf_pt)
+                    sid = self.engine.allocate(
+                        clock_rate=peer.clock_rate, dtmf_pt=peer.dtmf_pt, defer_wake=self._defer is not None
+                    )
+                    if self._defer is not None and not self._wake_scheduled:
+                        self._wake_scheduled = True
+                        self._defer(self._wake)
                 except PoolExhausted:
                     raise MediaError("no relay ports left", 503) from None
                 except RelayError as e:
