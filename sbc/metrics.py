@@ -129,7 +129,60 @@ LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 
 # -- 1. hot path ---------------------------------------------------------------------------------
 
-SIP_MESSAGES_RECEIVED = Counter(
+
+class HotChild:
+    """One series of a :class:`HotCounter`: ``inc()`` is a plain attribute add."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+
+class HotCounter(Collector):
+    """A labelled counter for what moves on every SIP message or call.
+
+    prometheus_client's counter child takes a lock and checks its state on every ``inc()`` (410 ns
+    against 60 ns here), and a call moves these counters about 25 times. Only the event loop's
+    thread increments them; a scrape from another thread reads floats under the GIL, so at worst
+    it misses an increment that lands during the scrape. Same exposition as a ``Counter``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: list[str],
+        registry: CollectorRegistry | None = REGISTRY,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = list(labelnames)
+        self._children: dict[tuple[str, ...], HotChild] = {}
+        if registry is not None:
+            registry.register(self)
+
+    def labels(self, *values: Any) -> HotChild:
+        """The series for these label values (``str`` of each), created on first use."""
+        if len(values) != len(self.labelnames):
+            raise ValueError(f"{self.name} takes labels {self.labelnames}, got {values!r}")
+        key = tuple(str(v) for v in values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children.setdefault(key, HotChild())
+        return child
+
+    def collect(self) -> Iterator[Any]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for key, child in list(self._children.items()):
+            family.add_metric(key, child.value)
+        yield family
+
+
+SIP_MESSAGES_RECEIVED = HotCounter(
     "sbc_sip_messages_received_total", "SIP messages received", ["transport", "kind"]
 )
 SIP_MESSAGES_DROPPED = Counter(
@@ -140,8 +193,8 @@ SIP_MESSAGES_DROPPED = Counter(
 SIP_REQUESTS_REJECTED = Counter(
     "sbc_sip_requests_rejected_total", "Requests refused by the SIP core before routing", ["code"]
 )
-SIP_RESPONSES_SENT = Counter("sbc_sip_responses_sent_total", "SIP responses sent", ["code"])
-SIP_RESPONSES_RECEIVED = Counter("sbc_sip_responses_received_total", "SIP responses received", ["code"])
+SIP_RESPONSES_SENT = HotCounter("sbc_sip_responses_sent_total", "SIP responses sent", ["code"])
+SIP_RESPONSES_RECEIVED = HotCounter("sbc_sip_responses_received_total", "SIP responses received", ["code"])
 TCP_CONNECTIONS = Gauge("sbc_tcp_connections", "Open SIP TCP connections")
 TCP_CONNECTIONS_REFUSED = Counter(
     "sbc_tcp_connections_refused_total", "TCP connections refused by the per-source limit"
@@ -154,10 +207,10 @@ SIP_SEND_ERRORS = Counter("sbc_sip_send_errors_total", "Failed sends", ["transpo
 # Not registered: the exported ``sbc_active_calls`` is counted at scrape time from the B2BUA's call
 # table (by direction and state, and it cannot drift). Kept so the engine's inc()/dec() still work.
 ACTIVE_CALLS = Gauge("sbc_active_calls", "Calls in progress (see LiveCollector)", registry=None)
-CALL_ATTEMPTS = Counter("sbc_call_attempts_total", "New calls accepted for routing", ["direction"])
-CALL_ANSWERS = Counter("sbc_call_answers_total", "Calls answered", ["direction"])
-CALLS_ENDED = Counter("sbc_calls_ended_total", "Calls ended, by disposition", ["direction", "disposition"])
-LIMIT_REJECTIONS = Counter("sbc_limit_rejections_total", "New calls refused by a limit", ["scope"])
+CALL_ATTEMPTS = HotCounter("sbc_call_attempts_total", "New calls accepted for routing", ["direction"])
+CALL_ANSWERS = HotCounter("sbc_call_answers_total", "Calls answered", ["direction"])
+CALLS_ENDED = HotCounter("sbc_calls_ended_total", "Calls ended, by disposition", ["direction", "disposition"])
+LIMIT_REJECTIONS = HotCounter("sbc_limit_rejections_total", "New calls refused by a limit", ["scope"])
 AUTH_FAILURES = Counter("sbc_auth_failures_total", "Digest authentications that failed", ["reason"])
 DTMF_EVENTS = Counter("sbc_dtmf_events_total", "RFC 4733 digits seen by the relay", ["from_side"])
 EVENT_LOOP_LAG = Histogram(
@@ -182,8 +235,8 @@ class ChildCache(dict):
     """Children of one labelled metric by label value(s), created on first use.
 
     ``cache[200].inc()`` is a dict hit (~50 ns) where ``metric.labels(str(200)).inc()`` converts and
-    looks the child up under a lock each time. Keys are a single value (for a one-label metric) or a
-    tuple; values are converted with ``str``. Only bounded keys belong here (status codes, transports):
+    looks the child up each time (under a lock for a prometheus_client metric). Keys are a single
+    value (for a one-label metric) or a tuple; values are converted with ``str``. Only bounded keys belong here (status codes, transports):
     the cache never forgets. Two threads missing the same key at once only call ``labels()`` twice,
     which returns the same child.
     """

@@ -24,6 +24,7 @@ from sbc.metrics import (
     OTHER_LABEL,
     CdrMetrics,
     ChildCache,
+    HotCounter,
     LabelBudget,
     LiveCollector,
     exposition_for,
@@ -120,6 +121,22 @@ def test_child_cache_returns_one_child_per_label_value(registry: CollectorRegist
     assert value(s, "t_codes_total", code="200") == 2
     assert value(s, "t_codes_total", code="486") == 3
     assert value(s, "t_pairs_total", a="udp", b="request") == 1
+
+
+def test_hot_counter_exposes_what_a_counter_does(registry: CollectorRegistry) -> None:
+    from prometheus_client import Counter, generate_latest
+
+    plain = CollectorRegistry()
+    hot = HotCounter("t_calls_total", "calls", ["direction", "disposition"], registry=registry)
+    ref = Counter("t_calls_total", "calls", ["direction", "disposition"], registry=plain)
+    for metric in (hot, ref):
+        metric.labels("inbound", "answered").inc()
+        metric.labels("inbound", "answered").inc(2)
+        metric.labels("outbound", 486).inc()
+    assert generate_latest(registry) == generate_latest(plain)
+    assert hot.labels("outbound", "486") is hot.labels("outbound", 486)
+    with pytest.raises(ValueError, match="direction"):
+        hot.labels("inbound")
 
 
 def test_core_counts_requests_responses_sent_and_received() -> None:
