@@ -50,9 +50,9 @@ class CallMedia:
 class MediaManager:
     """Anchors every call's media in ``engine``; ``advertised_ip`` is what SDP names.
 
-    ``defer`` (the event loop's ``call_soon``, for instance) batches the relay's wake-ups: each
-    allocation leaves its relay worker unwoken and one :meth:`RelayEngine.wake_owed` runs when
-    ``defer`` gets to it, after the datagrams of this turn. Waking the worker per allocation was
+    ``defer`` batches the relay's wake-ups: each allocation leaves its relay worker unwoken, and
+    the first of a batch hands ``defer`` the one :meth:`RelayEngine.wake_owed` to run when the
+    input at hand is done (``sbc run`` runs it at its next flush, once per UDP batch). Waking the worker per allocation was
     5 % of the signalling thread at 700 calls/s (py-spy --native: the eventfd write, and the woken
     thread taking the CPU). Without ``defer`` each allocation wakes at once.
     """
