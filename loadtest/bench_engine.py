@@ -16,14 +16,21 @@ Run: ``python -m loadtest engine [--calls N] [--media] [--profile]``.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
+import os
+import pickle
 import random
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 from routing.model import Carrier, Customer, Number, Snapshot, Trunk, TrunkTarget
 from sbc.b2bua.engine import B2BUA, B2BUAConfig
 from sbc.core import SipCore
+from sbc.sip import randomness
 from sbc.sip.events import Address
 from sbc.sip.message import Request, Response, make_response, parse_message
 from sbc.sip.timers import TimerConfig
@@ -103,6 +110,8 @@ class Bench:
         self.b2bua.load(snapshot(), self.now)
         self.sbc_cpu = 0.0
         self.messages = 0
+        #: Each call's inputs in order: (data, source, now), or (None, None, now) for a timer pass.
+        self.inputs: list[list[tuple[bytes | None, Address | None, float]]] = []
 
     def close(self) -> None:
         if self.relay is not None:
@@ -110,6 +119,7 @@ class Bench:
 
     def to_sbc(self, data: bytes, source: Address) -> list:
         """Deliver ``data``; return what the SBC sent, parsed, with its destination."""
+        self.inputs[-1].append((data, source, self.now))
         t0 = time.thread_time()
         self.core.receive(data, source, self.now)
         out = self.core.pop_outgoing()
@@ -117,7 +127,20 @@ class Bench:
         self.messages += 1
         return [(o.dest, o.data) for o in out]
 
+    def replay(self, calls: list) -> None:
+        """Feed recorded calls straight in: the SBC's own work with no fake peers around it."""
+        core = self.core
+        for inputs in calls:
+            for data, source, now in inputs:
+                if data is None:
+                    core.handle_timer(now)
+                else:
+                    core.receive(data, source, now)
+                    self.messages += 1
+                core.pop_outgoing()
+
     def call(self, n: int) -> None:
+        self.inputs.append([])
         did = DIDS[n % len(DIDS)]
         sent = self.to_sbc(INVITE.format(n=n, did=did).encode(), CARRIER)
         invite = _find(sent, PBX, "INVITE")
@@ -138,6 +161,7 @@ class Bench:
         sent = self.to_sbc(bye.encode(), CARRIER)
         bye_b = _find(sent, PBX, "BYE")
         self.to_sbc(make_response(bye_b, 200).to_bytes(), PBX)
+        self.inputs[-1].append((None, None, self.now))
         t0 = time.thread_time()
         self.core.handle_timer(self.now)
         self.core.pop_outgoing()
@@ -159,19 +183,118 @@ def run_once(calls: int, media: bool) -> dict:
     try:
         for n in range(calls):
             bench.call(n)
-        assert len(bench.cdrs) == calls and all(c.disposition == "answered" for c in bench.cdrs)
+        _check_cdrs(bench, calls)
         return {"cpu_s": bench.sbc_cpu, "messages": bench.messages}
     finally:
         bench.close()
 
 
+def _check_cdrs(bench: Bench, calls: int) -> None:
+    assert len(bench.cdrs) == calls and all(c.disposition == "answered" for c in bench.cdrs)
+
+
+#: The seed that --record and --replay share, so a replayed SBC draws the recorded tags and branches.
+REPLAY_SEED = 20261203
+
+
+def record(path: str, calls: int, media: bool) -> None:
+    """Run ``calls`` calls with the fake peers and pickle what the SBC received, call by call."""
+    randomness.seed(REPLAY_SEED)
+    bench = Bench(media)
+    try:
+        for n in range(calls):
+            bench.call(n)
+        _check_cdrs(bench, calls)
+    finally:
+        bench.close()
+    with open(path, "wb") as f:
+        pickle.dump({"media": media, "calls": bench.inputs}, f)
+
+
+def replay(path: str, calls: int) -> None:
+    """Replay the first ``calls`` recorded calls into a fresh SBC (seeded as the recording was)."""
+    with open(path, "rb") as f:
+        rec = pickle.load(f)
+    randomness.seed(REPLAY_SEED)
+    bench = Bench(rec["media"])
+    try:
+        bench.replay(rec["calls"][:calls])
+        _check_cdrs(bench, calls)
+    finally:
+        bench.close()
+
+
+# The recording and its replays run alike. io_uring does not run under valgrind (the relay
+# threads never wake), so the relay runs its epoll backend without the kernel path: the
+# signalling thread's calls into it are the same.
+_REPLAY_ENV = {**os.environ, "PYTHONHASHSEED": "0", "RTP_RELAY_BACKEND": "epoll", "RTP_RELAY_KERNEL": "off"}
+
+
+def _callgrind_instructions(path: str, calls: int, workdir: str) -> int:
+    """Instructions the main (signalling) thread executed replaying ``calls`` calls."""
+    out = os.path.join(workdir, f"cg.{calls}")
+    cmd = [
+        "valgrind", "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={out}",
+        sys.executable, "-m", "loadtest", "engine", "--replay", path, "--calls", str(calls),
+    ]  # fmt: skip
+    subprocess.run(cmd, check=True, env=_REPLAY_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    main_thread = sorted(glob.glob(out + "-*"))[0]  # -01: the thread that ran the interpreter
+    with open(main_thread) as f:
+        for line in f:
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+    raise RuntimeError(f"no totals in {main_thread}")
+
+
+def count_instructions(calls: int, media: bool) -> dict:
+    """Instructions per call under callgrind: the same on a busy host as on a quiet one.
+
+    Replays ``calls`` and ``calls // 4`` recorded calls and divides the difference, which
+    cancels start-up, imports and the interpreter's warm-up.
+    """
+    with tempfile.TemporaryDirectory(prefix="bench-engine-") as workdir:
+        path = os.path.join(workdir, "calls.pickle")
+        cmd = [sys.executable, "-m", "loadtest", "engine", "--record", path, "--calls", str(calls)]
+        subprocess.run(cmd + (["--media"] if media else []), check=True, env=_REPLAY_ENV)
+        few = calls // 4
+        many_i = _callgrind_instructions(path, calls, workdir)
+        few_i = _callgrind_instructions(path, few, workdir)
+    per_call = (many_i - few_i) / (calls - few)
+    return {
+        "bench": "engine", "mode": "instructions", "media": media, "calls": calls,
+        "instructions_per_call": round(per_call), "instructions_per_message": round(per_call / MESSAGES_PER_CALL),
+    }  # fmt: skip
+
+
+#: Messages the SBC receives per benchmark call (INVITE, 100, 180, 200, ACK, BYE, 200).
+MESSAGES_PER_CALL = 7
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtest engine", description=__doc__.split("\n\n")[0])
-    p.add_argument("--calls", type=int, default=5000)
+    p.add_argument("--calls", type=int, help="calls per run (default 5000; 400 with --instructions)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--media", action="store_true", help="anchor media in a real relay engine")
     p.add_argument("--profile", action="store_true", help="print a cProfile of one run instead")
+    p.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count the signalling thread's instructions per call under callgrind (repeatable on a shared host)",
+    )
+    p.add_argument("--record", metavar="FILE", help=argparse.SUPPRESS)
+    p.add_argument("--replay", metavar="FILE", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.calls is None:
+        args.calls = 400 if args.instructions else 5000
+    if args.record:
+        record(args.record, args.calls, args.media)
+        return 0
+    if args.replay:
+        replay(args.replay, args.calls)
+        return 0
+    if args.instructions:
+        print(json.dumps(count_instructions(args.calls, args.media)))
+        return 0
     if args.profile:
         import cProfile
         import pstats

@@ -8,19 +8,35 @@ at a time. Only the event loop's thread draws from it (the sans-I/O core is sing
 from __future__ import annotations
 
 import os
+import random
+from collections.abc import Callable
 
 #: Bytes read from the kernel per refill.
 POOL_BYTES = 4096
 
 _pool = b""
 _pos = 0
+_source: Callable[[int], bytes] | None = None  # None: os.urandom
+
+
+def seed(value: int | None) -> None:
+    """Draw from a seeded generator (``None``: the kernel again), emptying the pool.
+
+    Only for benchmarks that record a run's traffic and replay it into a fresh SBC: the
+    replayed responses name the tags and branches the first run made, so both must draw the
+    same. Never for a running SBC (tags and branches must not be guessable).
+    """
+    global _pool, _pos, _source
+    _source = None if value is None else random.Random(value).randbytes
+    _pool = b""
+    _pos = 0
 
 
 def random_hex(nbytes: int) -> str:
     """``nbytes`` random bytes as ``2 * nbytes`` lowercase hex digits."""
     global _pool, _pos
     if _pos + nbytes > len(_pool):
-        _pool = os.urandom(max(POOL_BYTES, nbytes))
+        _pool = (_source or os.urandom)(max(POOL_BYTES, nbytes))
         _pos = 0
     start = _pos
     _pos += nbytes
