@@ -976,3 +976,21 @@ def test_parsers_only_raise_sipparseerror(text: str) -> None:
             parser(text)
         except SIPParseError as exc:
             assert exc.status == 400
+
+
+def test_views_share_one_parse_per_value_and_never_cache_errors() -> None:
+    from sbc.sip.headers import contact_view, name_addr_view, parse_contact, parse_name_addr
+
+    value = '"Alice" <sip:alice@example.com;user=phone>;tag=view1'
+    first = name_addr_view(value, what="From")
+    assert first is name_addr_view(value, what="To")  # one shared result per value
+    assert first == parse_name_addr(value) and first is not parse_name_addr(value)
+    contact = "<sip:pbx@192.0.2.30:5070>;expires=60, <sip:b@192.0.2.31>"
+    assert contact_view(contact) is contact_view(contact)
+    assert contact_view(contact) == parse_contact(contact)
+    assert contact_view("*") == "*"
+    for _ in range(2):  # a bad value raises each time, naming the caller's header
+        with pytest.raises(SIPParseError, match="^To: "):
+            name_addr_view('"unterminated <sip:a@b>', what="To")
+        with pytest.raises(SIPParseError, match="^Contact: "):
+            contact_view("<sip:a@b>,,<sip:c@d>")

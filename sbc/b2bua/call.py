@@ -16,7 +16,7 @@ from routing.failover import FailoverState
 from routing.limits import LimitScope
 
 from ..sip.events import Address, TransactionKey
-from ..sip.headers import NameAddr, parse_contact, parse_name_addr
+from ..sip.headers import NameAddr, contact_view, name_addr_view
 from ..sip.message import Request
 from ..sip.randomness import random_hex
 from ..sip.transaction import make_branch
@@ -190,8 +190,9 @@ def new_call_ref() -> str:
 
 def strip_tag(name_addr: str) -> str:
     """The From/To value without its tag parameter (kept as angle-bracket name-addr)."""
-    na = parse_name_addr(name_addr)
-    na.params.pop("tag", None)
+    na = name_addr_view(name_addr)
+    if "tag" in na.params:
+        na = NameAddr(na.display_name, na.uri, {k: v for k, v in na.params.items() if k != "tag"})
     return str(na)
 
 
@@ -199,7 +200,7 @@ def contact_uri(value: str | None) -> str | None:
     """The URI of the first Contact value, or None."""
     if not value:
         return None
-    contacts = parse_contact(value)
+    contacts = contact_view(value)
     if contacts == "*" or not contacts:
         return None
     return str(contacts[0].uri)
@@ -266,7 +267,7 @@ def build_in_dialog(
     """
     uri = leg.remote_target or leg.remote_uri
     if uri.startswith("<") or '"' in uri:
-        uri = str(parse_name_addr(uri).uri)
+        uri = str(name_addr_view(uri).uri)
     transport = leg.peer.transport.upper()
     remote = leg.remote_uri + (f";tag={leg.remote_tag}" if leg.remote_tag else "")
     headers = [
@@ -291,6 +292,6 @@ def build_in_dialog(
 
 def display_and_user(value: str) -> tuple[str | None, str]:
     """The display name and user part of a From/To value (user '' when there is none)."""
-    na: NameAddr = parse_name_addr(value)
+    na: NameAddr = name_addr_view(value)
     user = getattr(na.uri, "user", None) or getattr(na.uri, "number", None) or ""
     return na.display_name, user

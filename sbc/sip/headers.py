@@ -467,6 +467,39 @@ def parse_contact(value: str, *, what: str = "Contact") -> list[NameAddr] | Lite
     return contacts
 
 
+_name_addr_cache: dict[str, NameAddr] = {}
+_contact_cache: dict[str, list[NameAddr] | Literal["*"]] = {}
+
+
+def name_addr_view(value: str, *, what: str = "name-addr") -> NameAddr:
+    """:func:`parse_name_addr` for readers: one shared result per value, which callers must not
+    change (``parse_name_addr`` hands out objects of their own).
+
+    A call's From, To and Contact values are read by validation and then by the B2BUA (the
+    legs' URIs, the caller's number, the remote target) in every message that carries them:
+    eleven parses a call, six of seven of them values seen before. Successes are memoised
+    (bounded by PARSE_CACHE_MAX); a bad value raises every time, naming ``what``.
+    """
+    na = _name_addr_cache.get(value)
+    if na is None:
+        na = parse_name_addr(value, what=what)
+        if len(_name_addr_cache) >= PARSE_CACHE_MAX:
+            _name_addr_cache.clear()
+        _name_addr_cache[value] = na
+    return na
+
+
+def contact_view(value: str, *, what: str = "Contact") -> list[NameAddr] | Literal["*"]:
+    """:func:`parse_contact` for readers, shared and memoised like :func:`name_addr_view`."""
+    contacts = _contact_cache.get(value)
+    if contacts is None:
+        contacts = parse_contact(value, what=what)
+        if len(_contact_cache) >= PARSE_CACHE_MAX:
+            _contact_cache.clear()
+        _contact_cache[value] = contacts
+    return contacts
+
+
 @dataclass(slots=True)
 class Via:
     """One Via entry (RFC 3261 §20.42).

@@ -24,9 +24,9 @@ from .headers import (
     CANONICAL_CACHE_MAX,
     _canonical_cache,
     canonical_name,
-    parse_contact,
+    contact_view,
+    name_addr_view,
     parse_cseq,
-    parse_name_addr,
     parse_uint,
     parse_via,
     split_commas,
@@ -376,19 +376,19 @@ class Message:
         for name in ("From", "To"):
             for v in by_name.get(name, ()):
                 try:
-                    parse_name_addr(v)
+                    name_addr_view(v)
                 except SIPParseError as e:
                     raise SIPParseError(f"{name}: {e.reason}") from None
         for v in by_name.get("Contact", ()):
             try:
-                parse_contact(v)
+                contact_view(v)
             except SIPParseError as e:
                 raise SIPParseError(f"Contact: {e.reason}") from None
         for name in _NAME_ADDR_LIST_HEADERS:
             for line in by_name.get(name, ()):
                 for v in split_commas(line):
                     try:
-                        parse_name_addr(v)
+                        name_addr_view(v)
                     except SIPParseError as e:
                         raise SIPParseError(f"{name}: {e.reason}") from None
         for line in by_name.get("Via", ()):
