@@ -994,3 +994,17 @@ def test_views_share_one_parse_per_value_and_never_cache_errors() -> None:
             name_addr_view('"unterminated <sip:a@b>', what="To")
         with pytest.raises(SIPParseError, match="^Contact: "):
             contact_view("<sip:a@b>,,<sip:c@d>")
+
+
+def test_via_view_is_shared_and_parse_via_hands_out_copies() -> None:
+    from sbc.sip.headers import parse_via, via_view
+
+    value = "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-view;rport, SIP/2.0/TCP [2001:db8::1];branch=z9hG4bK-2"
+    shared = via_view(value)
+    assert shared is via_view(value) and len(shared) == 2
+    mine = parse_via(value)
+    mine[0].params["received"] = "198.51.100.9"  # a copy: the shared parse is untouched
+    assert "received" not in via_view(value)[0].params
+    for _ in range(2):
+        with pytest.raises(SIPParseError, match="^Via: "):
+            via_view("SIP/2.0/UDP 192.0.2.1;branch")

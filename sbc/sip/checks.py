@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import SIPParseError
-from .headers import parse_via, split_commas
+from .headers import split_commas, via_view
 from .message import MANDATORY_REQUEST_HEADERS, SINGLE_VALUE_HEADERS, Request, Response, make_response
 from .uri import SipURI, TelURI
 
@@ -183,8 +183,7 @@ def stamp_via(request: Request, source_host: str, source_port: int, *, force_rpo
     for i, (n, v) in enumerate(request.headers):
         if n != "Via":
             continue
-        vias = parse_via(v)
-        top = vias[0]
+        top = via_view(v)[0].copy()  # changed below; the shared parse stays as received
         changed = False
         if force_rport and "rport" not in top.params:
             top.params["rport"] = None
@@ -209,7 +208,7 @@ def response_destination(response: Response, default_port: int = 5060) -> tuple[
     To ``received`` (or sent-by) at ``rport`` (or the sent-by port, or ``default_port``).
     Raises SIPParseError when the top Via is missing or malformed.
     """
-    top = parse_via(response.top_via)[0]
+    top = via_view(response.top_via)[0]
     host = top.params.get("received") or top.host
     rport = top.params.get("rport")
     port = int(rport) if rport else top.port or default_port

@@ -618,14 +618,21 @@ def parse_via(value: str) -> list[Via]:
     ``received``, ``maddr`` or ``ttl`` without a value, a received that is not an IP address, an rport
     that is not a port number, or a ttl outside 0-255.
 
-    Every call returns fresh objects the caller may mutate (``stamp_via`` does): successful parses
-    are memoised (bounded by PARSE_CACHE_MAX, like URIs) and a hit hands back copies, because one
-    Via value is parsed several times: a request by validation and again by ``stamp_via``, and the
-    SBC's own Via by every response to the same request (100, 180, 200).
+    Every call returns fresh objects the caller may mutate (``stamp_via`` does); readers use
+    :func:`via_view`, which shares one parse per value.
+    """
+    return [v.copy() for v in via_view(value)]
+
+
+def via_view(value: str) -> tuple[Via, ...]:
+    """:func:`parse_via` for readers: one shared, memoised result per value (bounded by
+    PARSE_CACHE_MAX), which callers must not change. One Via value is read several times: a
+    request's by validation, the transaction layer and ``stamp_via``, the SBC's own Via by every
+    response to the same request (100, 180, 200). A bad value raises every time.
     """
     cached = _via_cache.get(value)
     if cached is not None:
-        return [v.copy() for v in cached]
+        return cached
     items = split_commas(value, what="Via")
     if not items:
         raise SIPParseError("Via: empty value")
@@ -636,8 +643,8 @@ def parse_via(value: str) -> list[Via]:
         vias.append(_parse_one_via(item))
     if len(_via_cache) >= PARSE_CACHE_MAX:
         _via_cache.clear()
-    _via_cache[value] = tuple(v.copy() for v in vias)
-    return vias
+    result = _via_cache[value] = tuple(vias)
+    return result
 
 
 _via_cache: dict[str, tuple[Via, ...]] = {}

@@ -28,8 +28,8 @@ from .headers import (
     name_addr_view,
     parse_cseq,
     parse_uint,
-    parse_via,
     split_commas,
+    via_view,
 )
 from .uri import SipURI, parse_uri
 
@@ -321,10 +321,11 @@ class Message:
         return v.split(";", 1)[0].strip().lower()
 
     def vias(self) -> list:
-        """Every Via value parsed (top first); raises SIPParseError on a bad one."""
+        """Every Via value parsed (top first), shared with other readers of the same values
+        (:func:`~sbc.sip.headers.via_view`: do not change them); raises SIPParseError on a bad one."""
         out = []
         for v in self.get_all("Via"):
-            out.extend(parse_via(v))
+            out.extend(via_view(v))
         return out
 
     # -- serialisation -------------------------------------------------------------------------
@@ -392,7 +393,7 @@ class Message:
                     except SIPParseError as e:
                         raise SIPParseError(f"{name}: {e.reason}") from None
         for line in by_name.get("Via", ()):
-            for via in parse_via(line):
+            for via in via_view(line):
                 if not _VERSION_RE.match(via.protocol.replace(" ", "")):
                     raise SIPParseError(f"Via: bad protocol {via.protocol!r}")
         for v in by_name.get("CSeq", ()):

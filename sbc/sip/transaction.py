@@ -39,7 +39,7 @@ from .events import (
     TransactionTimeout,
     TransactionTransportError,
 )
-from .headers import parse_via
+from .headers import via_view
 from .message import Request, Response, make_response
 from .randomness import random_hex
 from .timers import TimerConfig
@@ -484,7 +484,7 @@ class TransactionLayer:
                 host = m.group(1).lower()
                 port = int(m.group(2)) if m.group(2) else None
             else:
-                via = parse_via(top_via)[0]
+                via = via_view(top_via)[0]
                 host = via.host.lower()
                 port = via.port
             return ("S", branch.lower(), host, port, method)
