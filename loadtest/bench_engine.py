@@ -16,6 +16,7 @@ Run: ``python -m loadtest engine [--calls N] [--media] [--profile]``.
 from __future__ import annotations
 
 import argparse
+import gc
 import glob
 import json
 import os
@@ -28,6 +29,7 @@ import tempfile
 import time
 
 from routing.model import Carrier, Customer, Number, Snapshot, Trunk, TrunkTarget
+from sbc.app import GC_FREEZE_INTERVAL_S, GC_THRESHOLDS
 from sbc.b2bua.engine import B2BUA, B2BUAConfig
 from sbc.core import SipCore
 from sbc.sip import randomness
@@ -39,6 +41,9 @@ SBC = Address("udp", "198.51.100.20", 5060)
 CARRIER = Address("udp", "203.0.113.10", 5060)
 PBX = Address("udp", "192.0.2.30", 5070)
 DIDS = [f"+1415555{n:04d}" for n in range(100)]
+#: The collector runs as in ``sbc run`` (sbc.app.GcPolicy): its thresholds, the start-up heap
+#: frozen, and a freeze every GC_FREEZE_INTERVAL_S, here counted in calls at 1,500 calls/s.
+FREEZE_EVERY_CALLS = round(1500 * GC_FREEZE_INTERVAL_S)
 
 SDP_CARRIER = (
     "v=0\r\no=carrier 1 1 IN IP4 203.0.113.10\r\ns=-\r\nc=IN IP4 203.0.113.10\r\nt=0 0\r\n"
@@ -110,6 +115,10 @@ class Bench:
         self.b2bua.load(snapshot(), self.now)
         self.sbc_cpu = 0.0
         self.messages = 0
+        self.calls_done = 0
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
         #: Each call's inputs in order: (data, source, now), or (None, None, now) for a timer pass.
         self.inputs: list[list[tuple[bytes | None, Address | None, float]]] = []
 
@@ -138,6 +147,12 @@ class Bench:
                     core.receive(data, source, now)
                     self.messages += 1
                 core.pop_outgoing()
+            self._call_done()
+
+    def _call_done(self) -> None:
+        self.calls_done += 1
+        if self.calls_done % FREEZE_EVERY_CALLS == 0:
+            gc.freeze()
 
     def call(self, n: int) -> None:
         self.inputs.append([])
@@ -166,6 +181,7 @@ class Bench:
         self.core.handle_timer(self.now)
         self.core.pop_outgoing()
         self.sbc_cpu += time.thread_time() - t0
+        self._call_done()
 
 
 def _find(sent: list, dest: Address, what: str | int) -> Request | Response:
