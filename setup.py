@@ -7,8 +7,14 @@ rtp_relay_ext._relay   the RTP relay engine (C threads + Cython control surface;
 loadtest.rtp_load._gen the RTP load generator's native sender/receiver
 sbc.transport._steer   SIP call steering across workers sharing a UDP port (a BPF program
                        compiled here and embedded; only built where clang and libbpf exist)
+
+and compiles the signalling hot path's pure-Python modules (COMPILED_SOURCES) with Cython as
+they are: 18 % fewer instructions per call on the engine benchmark, no source change. Each
+source's hash goes into sbc/_native_sources.txt; sbc._native imports a compiled module only
+while its source still has that hash, so an edited .py is never shadowed by a stale build.
 """
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -16,6 +22,7 @@ import tempfile
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 # -O2 for the packet path; -pthread because the engine and generator start threads.
 C_FLAGS = ["-O2", "-pthread", "-Wall", "-Wno-unused-function"]
@@ -167,4 +174,55 @@ if STEER:
         )
     )
 
-setup(ext_modules=cythonize(extensions, language_level=3, compiler_directives={"boundscheck": False}))
+# The signalling thread's modules, compiled unchanged (Cython's pure-Python mode): the engine
+# benchmark's profile is flat over them, so typing one hot spot would not do what compiling all
+# of them does (2,495,910 -> 2,055,401 instructions per call). Set SBC_NO_COMPILE=1 to skip.
+COMPILED_SOURCES = [
+    "sbc/core.py",
+    "sbc/sip/message.py",
+    "sbc/sip/headers.py",
+    "sbc/sip/uri.py",
+    "sbc/sip/checks.py",
+    "sbc/sip/transaction.py",
+    "sbc/sip/sdp.py",
+    "sbc/b2bua/engine.py",
+    "sbc/b2bua/call.py",
+    "sbc/media/anchor.py",
+    "sbc/media/manager.py",
+]
+# Written at build time: "module sha256" per compiled source (read by sbc/_native.py).
+NATIVE_MANIFEST = "sbc/_native_sources.txt"
+NO_COMPILE_ENV = "SBC_NO_COMPILE"
+
+
+def source_hash(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+compiled = []
+if os.environ.get(NO_COMPILE_ENV) != "1":
+    compiled = [
+        Extension(path[:-3].replace("/", "."), [path], extra_compile_args=["-O2", "-Wno-unused-function"])
+        for path in COMPILED_SOURCES
+    ]
+with open(NATIVE_MANIFEST, "w") as f:
+    f.write("# module sha256-of-source, for the compiled copies built with this tree (setup.py)\n")
+    for path in COMPILED_SOURCES if compiled else []:
+        f.write(f"{path[:-3].replace('/', '.')} {source_hash(path)}\n")
+
+
+class ParallelBuildExt(build_ext):
+    """build_ext compiling extensions in parallel: the compiled sources take minutes one by one."""
+
+    def finalize_options(self) -> None:
+        super().finalize_options()
+        if self.parallel is None:
+            self.parallel = os.cpu_count() or 1
+
+
+setup(
+    ext_modules=cythonize(extensions, language_level=3, compiler_directives={"boundscheck": False})
+    + cythonize(compiled, language_level=3, nthreads=os.cpu_count() or 1),
+    cmdclass={"build_ext": ParallelBuildExt},
+)

@@ -1,0 +1,99 @@
+"""Compiled copies of pure-Python modules, used only while they match their source.
+
+``setup.py`` compiles the signalling hot path's ``.py`` modules with Cython, unchanged, and
+writes each source's SHA-256 into ``_native_sources.txt``. A compiled module sits beside its
+``.py`` and Python's import system prefers it, so an edited source would silently lose to the
+build made before the edit. The finder installed here (from ``sbc/__init__.py``, before any
+submodule is imported) loads a compiled module only while its ``.py`` still has the hash it was
+built from, and the ``.py`` otherwise, with one warning naming the module and the rebuild
+command. ``SBC_PURE_PYTHON=1`` loads every source (a profiler such as py-spy sees only
+Python frames, and a compiled module's functions show as one native frame).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import os
+import sys
+import warnings
+from importlib.machinery import ModuleSpec
+
+PURE_PYTHON_ENV = "SBC_PURE_PYTHON"
+MANIFEST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_native_sources.txt")
+REBUILD_HINT = "pip install -e . (or python setup.py build_ext --inplace)"
+
+
+def read_manifest(path: str = MANIFEST) -> dict[str, str]:
+    """Module name -> SHA-256 of the source it was compiled from; {} without a manifest."""
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return {}
+    out: dict[str, str] = {}
+    for line in lines:
+        if line and not line.startswith("#"):
+            name, _, digest = line.partition(" ")
+            out[name] = digest.strip()
+    return out
+
+
+def source_matches(source: str, digest: str | None) -> bool:
+    """Whether the file ``source`` has SHA-256 ``digest`` (False when either is missing)."""
+    if not digest:
+        return False
+    try:
+        with open(source, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest() == digest
+    except OSError:
+        return False
+
+
+class FreshCompiledFinder(importlib.abc.MetaPathFinder):
+    """For a module of ``package`` found as an extension with a ``.py`` beside it: that
+    extension while the manifest's hash matches the ``.py`` (and ``pure`` is off), else the
+    ``.py``. Real extensions (a ``.pyx`` build with no ``.py`` twin) are left to the default
+    finders. ``chosen`` records the decision per module, for tests and diagnostics."""
+
+    def __init__(self, package: str, manifest: dict[str, str], *, pure: bool = False) -> None:
+        self.prefix = package + "."
+        self.manifest = manifest
+        self.pure = pure
+        self.chosen: dict[str, str] = {}
+
+    def find_spec(self, fullname: str, path=None, target=None) -> ModuleSpec | None:  # noqa: ANN001
+        if not fullname.startswith(self.prefix):
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or not isinstance(spec.loader, importlib.machinery.ExtensionFileLoader):
+            return None
+        origin = spec.origin or ""
+        directory, filename = os.path.split(origin)
+        source = os.path.join(directory, filename.split(".", 1)[0] + ".py")
+        if not os.path.exists(source):
+            return None
+        if not self.pure and source_matches(source, self.manifest.get(fullname)):
+            self.chosen[fullname] = "compiled"
+            return spec
+        if not self.pure:
+            warnings.warn(
+                f"{fullname}: the compiled copy was built from another version of {source}; "
+                f"running the source (slower) until it is rebuilt: {REBUILD_HINT}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        self.chosen[fullname] = "source"
+        return importlib.util.spec_from_file_location(fullname, source)
+
+
+def install(package: str = "sbc") -> FreshCompiledFinder:
+    """Put the finder first on ``sys.meta_path`` (once per package); return it."""
+    for finder in sys.meta_path:
+        if isinstance(finder, FreshCompiledFinder) and finder.prefix == package + ".":
+            return finder
+    finder = FreshCompiledFinder(package, read_manifest(), pure=os.environ.get(PURE_PYTHON_ENV) == "1")
+    sys.meta_path.insert(0, finder)
+    return finder
