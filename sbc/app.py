@@ -103,8 +103,12 @@ class SbcApp:
         """The store version the B2BUA routes with; -1 until provisioning is first loaded."""
         return self._version
 
-    async def start(self) -> None:
-        """Bind every listener. Raises OSError when one cannot be bound."""
+    async def start(self, settle: Callable[[], None] | None = None) -> None:
+        """Bind every listener. Raises OSError when one cannot be bound.
+
+        ``settle`` runs once everything is up, just before load sampling begins: :func:`serve` passes
+        the collector's start (:meth:`GcPolicy.start`), whose full collection of the start-up heap
+        blocks the loop for 100 ms or more, which the overload guard would otherwise count as lag."""
         s = self.settings
         self.loop = asyncio.get_running_loop()
         if self.worker is not None:
@@ -194,6 +198,8 @@ class SbcApp:
 
             self.api_server = HttpServer(self._build_api(wall_offset))
             await self.api_server.start(s.api_listen)
+        if settle is not None:
+            settle()
         # Sampled even without protection (loop lag and CPU are metrics), and only from here: building
         # the API blocks the loop for most of a second, which would start the SBC in overload.
         self._monitor = OverloadMonitor(self.overload, queue_delay=self._take_queue_delay)
@@ -638,9 +644,8 @@ async def serve(settings: Settings, worker: WorkerInfo | None = None) -> None:
     # Before the sockets open: a SIGTERM that arrives once the SBC answers must stop it cleanly.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await app.start()
     gc_policy = GcPolicy(loop)
-    gc_policy.start()
+    await app.start(settle=gc_policy.start)
     await stop.wait()
     log.info("shutting down")
     gc_policy.stop()

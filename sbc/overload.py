@@ -248,7 +248,9 @@ class OverloadGuard:
         self._queue_last = 0.0
         self._lag_ewma = 0.0
         self._lag_last = 0.0
-        self._delay_prev: float | None = None  # the previous tick's delay (None before the first)
+        # The previous tick's delay; before the first tick, none: a first tick short of the immediate
+        # level is a burst (start-up work finishing), not yet a standing queue.
+        self._delay_prev = 0.0
         self._standing_prev = 0.0  # the previous tick's standing delay
         self._cpu_pct = 0.0
         self._cpu_high = 0
@@ -295,7 +297,7 @@ class OverloadGuard:
     def _step(self, delay: float, now: float) -> None:
         target = self.lag_threshold_s
         previous, self._delay_prev = self._delay_prev, delay
-        if previous is None or delay >= IMMEDIATE_DELAY_RATIO * target:
+        if delay >= IMMEDIATE_DELAY_RATIO * target:
             standing = delay
         else:
             standing = min(delay, previous)
