@@ -70,8 +70,8 @@ class SbcApp:
         self.tcp: TcpTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        # The media manager's deferred relay wake-up, run by the next flush() (see _start_relay).
-        self._relay_wake: Callable[[], object] | None = None
+        # Media anchoring; its relay wake-ups are batched and run by flush() (see _start_relay).
+        self.media: MediaManager | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopped = asyncio.Event()
         self.store: Store | None = None
@@ -270,10 +270,8 @@ class SbcApp:
         # Relay wake-ups wait for the flush that ends this input (a UDP batch, a timer pass):
         # one per batch, before the batch's SDP leaves. call_soon did the same one loop
         # iteration later, and that extra iteration split the next UDP batch in two.
-        return MediaManager(self.relay, s.rtp_advertised_ip or s.rtp_ip, defer=self._defer_relay_wake)
-
-    def _defer_relay_wake(self, wake: Callable[[], object]) -> None:
-        self._relay_wake = wake
+        self.media = MediaManager(self.relay, s.rtp_advertised_ip or s.rtp_ip, batch_wakes=True)
+        return self.media
 
     def _on_relay_events(self) -> None:
         assert self.relay is not None and self.b2bua is not None and self.loop is not None
@@ -433,9 +431,8 @@ class SbcApp:
     def flush(self) -> None:
         """Send everything the core queued and reschedule its timer."""
         assert self.core is not None and self.loop is not None
-        wake, self._relay_wake = self._relay_wake, None
-        if wake is not None:
-            wake()  # new relay sessions' sockets get armed before their SDP goes out
+        if self.media is not None:
+            self.media.wake_owed()  # new relay sessions' sockets get armed before their SDP goes out
         for out in self.core.pop_outgoing():
             self.send(out)
         when = self.core.next_timer()

@@ -297,10 +297,7 @@ class OverloadGuard:
     def _step(self, delay: float, now: float) -> None:
         target = self.lag_threshold_s
         previous, self._delay_prev = self._delay_prev, delay
-        if delay >= IMMEDIATE_DELAY_RATIO * target:
-            standing = delay
-        else:
-            standing = min(delay, previous)
+        standing = delay if delay >= IMMEDIATE_DELAY_RATIO * target else min(delay, previous)
         draining = standing < self._standing_prev
         self._standing_prev = standing
         lag_high = standing > target

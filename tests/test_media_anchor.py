@@ -69,19 +69,17 @@ def test_manager_relays_audio_both_ways_through_its_own_ports(engine, deferred: 
     for s in (caller, callee):
         s.bind(("127.0.0.1", 0))
         s.settimeout(2.0)
-    later: list = []  # what the manager deferred (the event loop's call_soon in sbc run)
-    manager = MediaManager(engine, "127.0.0.1", defer=later.append if deferred else None)
+    manager = MediaManager(engine, "127.0.0.1", batch_wakes=deferred)
     media = CallMedia()
     offer = OFFER.replace(b"203.0.113.10", b"127.0.0.1").replace(
         b"16384", str(caller.getsockname()[1]).encode()
     )
     to_callee = SessionDescription.parse(manager.rewrite(media, "a", offer, owner="call-1"))
-    assert len(later) == (1 if deferred else 0)
-    while later:
-        later.pop()()
+    if not deferred:
+        assert engine.wake_owed() == 0  # the allocation woke its worker itself
+    manager.wake_owed()  # what sbc run's flush does after each input
     answer = offer.replace(str(caller.getsockname()[1]).encode(), str(callee.getsockname()[1]).encode())
     to_caller = SessionDescription.parse(manager.rewrite(media, "b", answer, owner="call-1"))
-    assert not later  # the answer allocates nothing
     a_port, b_port = to_caller.media[0].port, to_callee.media[0].port
     assert a_port != b_port and {a_port, b_port} <= set(range(41000, 41200))
     assert manager.owner(media.sessions[0]) == "call-1"
@@ -102,19 +100,19 @@ def test_manager_relays_audio_both_ways_through_its_own_ports(engine, deferred: 
     callee.close()
 
 
-def test_manager_defers_one_relay_wake_up_per_turn(engine) -> None:
-    """Three calls' offers in one turn of the loop leave one wake-up to run after it."""
-    later: list = []
-    manager = MediaManager(engine, "127.0.0.1", defer=later.append)
+def test_manager_batches_relay_wake_ups_until_wake_owed(engine) -> None:
+    """Offers in one input leave their workers unwoken until the manager's wake_owed()."""
+    manager = MediaManager(engine, "127.0.0.1", batch_wakes=True)
+    first = CallMedia()
+    manager.rewrite(first, "a", OFFER, owner=0)
+    assert engine.wake_owed() >= 1  # left owed (asking the engine directly wakes it)
     calls = [CallMedia() for _ in range(3)]
     for i, media in enumerate(calls):
         manager.rewrite(media, "a", OFFER.replace(b"16384", str(20000 + 2 * i).encode()), owner=i)
-    assert len(later) == 1
-    later.pop()()
-    manager.rewrite(CallMedia(), "a", OFFER, owner=3)
-    assert len(later) == 1  # the next turn schedules its own
-    later.pop()()
-    assert engine.wake_owed() == 0  # nothing left owed
+    manager.wake_owed()
+    assert engine.wake_owed() == 0  # the manager woke every worker owed one
+    manager.wake_owed()  # nothing owed: harmless
+    calls.append(first)
     for media in calls:
         manager.free(media)
 

@@ -9,7 +9,6 @@ relay's control calls do not block); packets never come near Python.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rtp_relay_ext import LEG_A, LEG_B, PoolExhausted, RelayEngine, RelayError
@@ -50,28 +49,26 @@ class CallMedia:
 class MediaManager:
     """Anchors every call's media in ``engine``; ``advertised_ip`` is what SDP names.
 
-    ``defer`` batches the relay's wake-ups: each allocation leaves its relay worker unwoken, and
-    the first of a batch hands ``defer`` the one :meth:`RelayEngine.wake_owed` to run when the
-    input at hand is done (``sbc run`` runs it at its next flush, once per UDP batch). Waking the worker per allocation was
-    5 % of the signalling thread at 700 calls/s (py-spy --native: the eventfd write, and the woken
-    thread taking the CPU). Without ``defer`` each allocation wakes at once.
+    ``batch_wakes`` batches the relay's wake-ups: an allocation leaves its relay worker unwoken
+    and :meth:`wake_owed` wakes every worker owed one, once the input at hand is done (``sbc run``
+    calls it at each flush, once per UDP batch). Waking the worker per allocation was 5 % of the
+    signalling thread at 700 calls/s (py-spy --native: the eventfd write, and the woken thread
+    taking the CPU). Without ``batch_wakes`` each allocation wakes its worker at once.
     """
 
-    def __init__(
-        self,
-        engine: RelayEngine,
-        advertised_ip: str,
-        defer: Callable[[Callable[[], object]], object] | None = None,
-    ) -> None:
+    def __init__(self, engine: RelayEngine, advertised_ip: str, batch_wakes: bool = False) -> None:
         self.engine = engine
         self.advertised_ip = advertised_ip
         self.by_session: dict[int, object] = {}
-        self._defer = defer
-        self._wake_scheduled = False
+        self.batch_wakes = batch_wakes
+        self._owed = False  # an allocation since the last wake_owed() left a worker unwoken
 
-    def _wake(self) -> None:
-        self._wake_scheduled = False
-        self.engine.wake_owed()
+    def wake_owed(self) -> None:
+        """Wake the relay workers that allocations left unwoken since the last call: their new
+        sessions' sockets are armed before the SDP naming them goes out. Cheap when none are."""
+        if self._owed:
+            self._owed = False
+            self.engine.wake_owed()
 
     def rewrite(self, media: CallMedia, side: str, body: bytes, owner: object) -> bytes:
         """Take an SDP (offer or answer) from ``side`` ('a' caller, 'b' callee); return the SDP
@@ -101,11 +98,9 @@ class MediaManager:
             if sid is None:
                 try:
                     sid = self.engine.allocate(
-                        clock_rate=peer.clock_rate, dtmf_pt=peer.dtmf_pt, defer_wake=self._defer is not None
+                        clock_rate=peer.clock_rate, dtmf_pt=peer.dtmf_pt, defer_wake=self.batch_wakes
                     )
-                    if self._defer is not None and not self._wake_scheduled:
-                        self._wake_scheduled = True
-                        self._defer(self._wake)
+                    self._owed = self._owed or self.batch_wakes
                 except PoolExhausted:
                     raise MediaError("no relay ports left", 503) from None
                 except RelayError as e:
