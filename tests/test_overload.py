@@ -18,6 +18,7 @@ from sbc.overload import (
     CPU_SAMPLES_TO_ENTER,
     CPU_THRESHOLD_PCT,
     DECREASE_STEP,
+    IMMEDIATE_DELAY_RATIO,
     INCREASE_GAIN,
     LAG_SAMPLE_CAP_S,
     LAG_THRESHOLD_S,
@@ -97,9 +98,14 @@ def test_single_gc_pause_sheds_little_and_briefly():
 
 
 def test_increase_grows_with_the_delay_up_to_max_ratio():
+    """One step's increase is the gain times the delay's ratio to the target, capped; a delay under
+    IMMEDIATE_DELAY_RATIO targets counts from its second tick (a standing queue), a larger one at once."""
     for delay, expected in [(0.15, 0.075), (0.2, 0.10), (0.3, 0.15), (0.5, 0.25), (5.0, 0.25), (1e9, 0.25)]:
         g = guard()
         g.record_loop_lag(delay, 0.0)
+        if delay < IMMEDIATE_DELAY_RATIO * LAG_THRESHOLD_S:
+            assert g.shed_fraction == 0.0, delay  # one tick is a burst
+            g.record_loop_lag(delay, TICK)
         assert g.shed_fraction == pytest.approx(expected), delay
     assert pytest.approx(0.25) == INCREASE_GAIN * MAX_DELAY_RATIO
 
