@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 from sbc.sip.errors import SIPParseError
 from sbc.sip.uri import PARSE_CACHE_MAX, URI, format_host, parse_hostport, parse_uri
@@ -467,8 +467,19 @@ def parse_contact(value: str, *, what: str = "Contact") -> list[NameAddr] | Lite
     return contacts
 
 
+_T = TypeVar("_T")
 _name_addr_cache: dict[str, NameAddr] = {}
 _contact_cache: dict[str, list[NameAddr] | Literal["*"]] = {}
+
+
+def _remember(cache: dict, value: str, result: _T) -> _T:
+    """Memoise ``result`` as the parse of ``value`` in ``cache`` (one of the *_view caches, each
+    emptied whole once it holds PARSE_CACHE_MAX values); return it. Only a miss calls this: the
+    views' hits stay one dict lookup."""
+    if len(cache) >= PARSE_CACHE_MAX:
+        cache.clear()
+    cache[value] = result
+    return result
 
 
 def name_addr_view(value: str, *, what: str = "name-addr") -> NameAddr:
@@ -482,10 +493,7 @@ def name_addr_view(value: str, *, what: str = "name-addr") -> NameAddr:
     """
     na = _name_addr_cache.get(value)
     if na is None:
-        na = parse_name_addr(value, what=what)
-        if len(_name_addr_cache) >= PARSE_CACHE_MAX:
-            _name_addr_cache.clear()
-        _name_addr_cache[value] = na
+        return _remember(_name_addr_cache, value, parse_name_addr(value, what=what))
     return na
 
 
@@ -493,10 +501,7 @@ def contact_view(value: str, *, what: str = "Contact") -> list[NameAddr] | Liter
     """:func:`parse_contact` for readers, shared and memoised like :func:`name_addr_view`."""
     contacts = _contact_cache.get(value)
     if contacts is None:
-        contacts = parse_contact(value, what=what)
-        if len(_contact_cache) >= PARSE_CACHE_MAX:
-            _contact_cache.clear()
-        _contact_cache[value] = contacts
+        return _remember(_contact_cache, value, parse_contact(value, what=what))
     return contacts
 
 
@@ -641,10 +646,7 @@ def via_view(value: str) -> tuple[Via, ...]:
         if not item:
             raise SIPParseError("Via: empty element in list")
         vias.append(_parse_one_via(item))
-    if len(_via_cache) >= PARSE_CACHE_MAX:
-        _via_cache.clear()
-    result = _via_cache[value] = tuple(vias)
-    return result
+    return _remember(_via_cache, value, tuple(vias))
 
 
 _via_cache: dict[str, tuple[Via, ...]] = {}
