@@ -14,7 +14,7 @@ source's hash goes into sbc/_native_sources.txt; sbc._native imports a compiled 
 while its source still has that hash, so an edited .py is never shadowed by a stale build.
 """
 
-import hashlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -195,9 +195,16 @@ NATIVE_MANIFEST = "sbc/_native_sources.txt"
 NO_COMPILE_ENV = "SBC_NO_COMPILE"
 
 
-def source_hash(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+def _load_native():
+    """sbc/_native.py by path (importing the sbc package here would install its import hook):
+    its source_digest() is what the manifest must hold for the runtime check to match."""
+    spec = importlib.util.spec_from_file_location("_sbc_native_build", "sbc/_native.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+source_digest = _load_native().source_digest
 
 
 compiled = []
@@ -209,7 +216,7 @@ if os.environ.get(NO_COMPILE_ENV) != "1":
 with open(NATIVE_MANIFEST, "w") as f:
     f.write("# module sha256-of-source, for the compiled copies built with this tree (setup.py)\n")
     for path in COMPILED_SOURCES if compiled else []:
-        f.write(f"{path[:-3].replace('/', '.')} {source_hash(path)}\n")
+        f.write(f"{path[:-3].replace('/', '.')} {source_digest(path)}\n")
 
 
 class ParallelBuildExt(build_ext):

@@ -1,7 +1,8 @@
 """Compiled copies of pure-Python modules, used only while they match their source.
 
 ``setup.py`` compiles the signalling hot path's ``.py`` modules with Cython, unchanged, and
-writes each source's SHA-256 into ``_native_sources.txt``. A compiled module sits beside its
+writes each source's SHA-256 (with its ``.pxd``, see :func:`source_digest`) into
+``_native_sources.txt``. A compiled module sits beside its
 ``.py`` and Python's import system prefers it, so an edited source would silently lose to the
 build made before the edit. The finder installed here (from ``sbc/__init__.py``, before any
 submodule is imported) loads a compiled module only while its ``.py`` still has the hash it was
@@ -41,13 +42,28 @@ def read_manifest(path: str = MANIFEST) -> dict[str, str]:
     return out
 
 
+def source_digest(source: str) -> str:
+    """SHA-256 of what a compiled copy of ``source`` (a .py) is built from: the .py, and the .pxd
+    beside it when there is one (it declares the module's extension types, so a changed .pxd
+    changes the build as much as a changed .py). ``setup.py`` writes these into the manifest.
+    Raises OSError when the .py cannot be read."""
+    h = hashlib.sha256()
+    with open(source, "rb") as f:
+        h.update(f.read())
+    pxd = source[:-3] + ".pxd"
+    if os.path.exists(pxd):
+        with open(pxd, "rb") as f:
+            h.update(b"\0pxd\0" + f.read())
+    return h.hexdigest()
+
+
 def source_matches(source: str, digest: str | None) -> bool:
-    """Whether the file ``source`` has SHA-256 ``digest`` (False when either is missing)."""
+    """Whether ``source`` (with its .pxd) has :func:`source_digest` ``digest`` (False when either
+    is missing)."""
     if not digest:
         return False
     try:
-        with open(source, "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest() == digest
+        return source_digest(source) == digest
     except OSError:
         return False
 

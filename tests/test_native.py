@@ -71,3 +71,8 @@ def test_manifest_lines_and_hashes(tmp_path) -> None:
     assert not _native.source_matches(str(source), digest)
     assert not _native.source_matches(str(source), None)
     assert not _native.source_matches(str(tmp_path / "gone.py"), real)
+    # A .pxd beside the source (extension types) is part of what the build came from.
+    (tmp_path / "x.pxd").write_bytes(b"cdef class X:\n    pass\n")
+    assert not _native.source_matches(str(source), real)
+    assert _native.source_matches(str(source), _native.source_digest(str(source)))
+    assert _native.source_digest(str(source)) != real
