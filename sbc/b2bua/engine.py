@@ -1265,10 +1265,17 @@ class B2BUA:
         self._at(pending.ok_next, call, "reinvite2xx")
 
     def _ack_far(
-        self, call: Call, pending: PendingReinvite, ack: Request, now: float, *, body: bytes | None = None
+        self,
+        call: Call,
+        pending: PendingReinvite,
+        ack: Request | Response,
+        now: float,
+        *,
+        body: bytes | None = None,
     ) -> None:
         """ACK the far leg's 2xx to a relayed re-INVITE: with the originator's ACK (its body
-        anchored), or with ``body`` when the SBC ACKs on its own."""
+        anchored), or with ``body`` when the SBC ACKs on its own (``ack`` is then unused: the
+        re-INVITE, or the mirrored 2xx once that transaction is gone)."""
         far = pending.to_leg
         host, port = self.local_address(far.peer.transport)
         if body is None:

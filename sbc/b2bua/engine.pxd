@@ -1,0 +1,35 @@
+# Augments engine.py when setup.py compiles it: the B2BUA becomes an extension type, so its
+# methods read its fields as struct members (see README, Benchmarks). A field added in engine.py
+# must be declared here too.
+cdef class _Isolated:
+    cdef public object b2bua
+    cdef public object call
+    cdef public object now
+    cdef public object answer
+
+cdef class B2BUA:
+    cdef dict __dict__
+    cdef public object core
+    cdef public object resolve
+    cdef public object tx
+    cdef public object local_address
+    cdef public object cdr_sink
+    cdef public object config
+    cdef public object prober
+    cdef public object health
+    cdef public object rng
+    cdef public object authenticator
+    cdef public object wall_offset
+    cdef public object user_agent
+    cdef public object media
+    cdef public object tables
+    cdef public object rates
+    cdef public object calls_in_progress
+    cdef public object calls
+    cdef public object _dialogs
+    cdef public object _by_server_key
+    cdef public object _by_client_key
+    cdef public object _relay_map
+    cdef public object _timers
+    cdef public object _stale_timers
+    cdef public object _seq

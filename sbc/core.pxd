@@ -1,0 +1,20 @@
+# Augments core.py when setup.py compiles it: SipCore becomes an extension type, so its methods
+# read its fields as struct members (see README, Benchmarks). A field added in core.py must be
+# declared here too.
+cdef class SipCore:
+    cdef dict __dict__
+    cdef public object local_hosts
+    cdef public object transactions
+    cdef public object policy
+    cdef public object user_agent
+    cdef public object on_invite
+    cdef public object realm
+    cdef public object force_rport
+    cdef public object admission
+    cdef public object stats
+    cdef public object _stateless
+    cdef public object on_response
+    cdef public object on_event
+    cdef public object dialog_handler
+    cdef public object timer_owners
+    cdef public object divert
