@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.machinery
+import re
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 
+import sbc
 import sbc.sip
 from sbc import _native
 
@@ -76,3 +79,25 @@ def test_manifest_lines_and_hashes(tmp_path) -> None:
     assert not _native.source_matches(str(source), real)
     assert _native.source_matches(str(source), _native.source_digest(str(source)))
     assert _native.source_digest(str(source)) != real
+
+
+PY_TPFLAGS_HEAPTYPE = 1 << 9  # set on classes made by a class statement, not on extension types
+
+
+@needs_build
+def test_every_class_a_pxd_declares_is_an_extension_type_in_this_build() -> None:
+    """A .pxd beside a compiled module (sbc/core.pxd, sbc/sip/message.pxd...) is what makes its
+    classes extension types, whose methods read their fields as struct members: a build that
+    dropped one would still pass every other test, only slower."""
+    root = Path(sbc.__file__).resolve().parent.parent
+    declared = {}
+    for name in MANIFEST:
+        pxd = root / (name.replace(".", "/") + ".pxd")
+        if pxd.exists():
+            declared[name] = re.findall(r"^cdef class (\w+)", pxd.read_text(), re.M)
+    assert {"sbc.core", "sbc.sip.message", "sbc.sip.transaction", "sbc.b2bua.engine"} <= set(declared)
+    for name, classes in declared.items():
+        module = importlib.import_module(name)
+        for cls_name in classes:
+            cls = getattr(module, cls_name)
+            assert not cls.__flags__ & PY_TPFLAGS_HEAPTYPE, f"{name}.{cls_name} is not an extension type"
