@@ -5,9 +5,10 @@ writes each source's SHA-256 (with its ``.pxd``, see :func:`source_digest`) into
 ``_native_sources.txt``. A compiled module sits beside its ``.py`` and Python's import system
 prefers it, so an edited source would silently lose to the build made before the edit. The
 finder installed here (from ``sbc/__init__.py``, before any submodule is imported) loads a
-compiled module only while its ``.py`` and ``.pxd`` still have the hash it was built from, and the ``.py`` otherwise, with one warning naming the module and the rebuild
-command. ``SBC_PURE_PYTHON=1`` loads every source (a profiler such as py-spy sees only
-Python frames, and a compiled module's functions show as one native frame).
+compiled module only while its ``.py`` and ``.pxd`` still have the hash it was built from, and
+the ``.py`` otherwise, with one warning naming the module and the rebuild command.
+``SBC_PURE_PYTHON=1`` loads every source (a profiler such as py-spy sees only Python frames, and
+a compiled module's functions show as one native frame).
 """
 
 from __future__ import annotations
