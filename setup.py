@@ -182,6 +182,7 @@ if STEER:
 COMPILED_SOURCES = [
     "sbc/core.py",
     "sbc/sip/message.py",
+    "sbc/sip/events.py",
     "sbc/sip/headers.py",
     "sbc/sip/uri.py",
     "sbc/sip/checks.py",

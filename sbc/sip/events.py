@@ -24,7 +24,7 @@ TransactionKey: TypeAlias = tuple[str | int | None, ...]
 RELIABLE_TRANSPORTS = frozenset({"tcp", "tls", "ws", "wss", "sctp"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Address:
     """Where a message came from or goes to.
 
@@ -44,7 +44,7 @@ class Address:
         return self.transport in RELIABLE_TRANSPORTS
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Outgoing:
     """Bytes the I/O layer must send to ``dest`` now (first sends and retransmissions alike).
 
@@ -57,7 +57,7 @@ class Outgoing:
     key: object = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RequestReceived:
     """A new request created server transaction ``key``; answer it with ``send_response(key, ...)``.
 
@@ -69,7 +69,7 @@ class RequestReceived:
     key: TransactionKey
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class AckReceived:
     """An ACK that is not part of a non-2xx INVITE transaction: the end-to-end ACK of a 2xx
     (RFC 3261 §13.3.1.4, §17.1.1.3) — or an ACK that matched an INVITE server transaction in the
@@ -79,7 +79,7 @@ class AckReceived:
     source: Address
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ResponseReceived:
     """A response matched client transaction ``key`` and is passed up (RFC 3261 §17.1).
 
@@ -92,7 +92,7 @@ class ResponseReceived:
     key: TransactionKey
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class StrayResponse:
     """A response that matched no client transaction (RFC 3261 §17.1.3 / §18.1.2).
 
@@ -103,7 +103,7 @@ class StrayResponse:
     source: Address
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class TransactionTimeout:
     """Timer B, F or H fired: the transaction gave up (RFC 3261 §17.1.1.2, §17.1.2.2, §17.2.1).
 
@@ -115,7 +115,7 @@ class TransactionTimeout:
     method: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class TransactionTransportError:
     """The I/O layer could not send for transaction ``key`` (RFC 3261 §17.1.4, §17.2.4).
 
@@ -126,7 +126,7 @@ class TransactionTransportError:
     method: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class TransactionTerminated:
     """Transaction ``key`` reached Terminated and was removed; the key is now unknown.
 
