@@ -365,7 +365,7 @@ def unquote_string(s: str) -> str:
     return body
 
 
-@dataclass(slots=True)
+@dataclass
 class NameAddr:
     """A From/To/Contact/Route-style value: optional display name, a URI, header parameters.
 
@@ -376,6 +376,12 @@ class NameAddr:
     display_name: str | None
     uri: URI
     params: dict[str, str | None] = field(default_factory=dict)
+
+    def __init__(self, display_name: str | None, uri: URI, params: dict[str, str | None] | None = None) -> None:
+        # Written out, not generated: see headers.pxd.
+        self.display_name = display_name
+        self.uri = uri
+        self.params = {} if params is None else params
 
     @property
     def tag(self) -> str | None:
@@ -505,7 +511,7 @@ def contact_view(value: str, *, what: str = "Contact") -> list[NameAddr] | Liter
     return contacts
 
 
-@dataclass(slots=True)
+@dataclass
 class Via:
     """One Via entry (RFC 3261 §20.42).
 
@@ -519,6 +525,21 @@ class Via:
     host: str = ""
     port: int | None = None
     params: dict[str, str | None] = field(default_factory=dict)
+
+    def __init__(
+        self,
+        protocol: str = "SIP/2.0",
+        transport: str = "UDP",
+        host: str = "",
+        port: int | None = None,
+        params: dict[str, str | None] | None = None,
+    ) -> None:
+        # Written out, not generated: see headers.pxd.
+        self.protocol = protocol
+        self.transport = transport
+        self.host = host
+        self.port = port
+        self.params = {} if params is None else params
 
     @property
     def branch(self) -> str | None:

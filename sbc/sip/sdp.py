@@ -185,7 +185,7 @@ def _remove(attributes: list[tuple[str, str | None]], names: frozenset[str]) -> 
     return removed
 
 
-@dataclass(slots=True)
+@dataclass
 class Origin:
     """The ``o=`` line (RFC 8866 §5.2).
 
@@ -219,7 +219,7 @@ class Origin:
         return f"{self.username} {self.sess_id} {self.sess_version} {self.nettype} {self.addrtype} {self.address}"
 
 
-@dataclass(slots=True)
+@dataclass
 class Connection:
     """A ``c=`` line (RFC 8866 §5.7).
 
@@ -288,7 +288,7 @@ class Connection:
         return text
 
 
-@dataclass(slots=True)
+@dataclass
 class MediaDescription:
     """One media section: the ``m=`` line and the lines up to the next ``m=`` (RFC 8866 §5.14).
 
@@ -308,6 +308,33 @@ class MediaDescription:
     key: str | None = None
     attributes: list[tuple[str, str | None]] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
+
+    def __init__(
+        self,
+        media: str,
+        port: int,
+        proto: str,
+        fmts: list[str] | None = None,
+        port_count: int | None = None,
+        info: str | None = None,
+        connections: list[Connection] | None = None,
+        bandwidths: list[str] | None = None,
+        key: str | None = None,
+        attributes: list[tuple[str, str | None]] | None = None,
+        unknown: list[str] | None = None,
+    ) -> None:
+        # Written out, not generated: see sdp.pxd.
+        self.media = media
+        self.port = port
+        self.proto = proto
+        self.fmts = [] if fmts is None else fmts
+        self.port_count = port_count
+        self.info = info
+        self.connections = [] if connections is None else connections
+        self.bandwidths = [] if bandwidths is None else bandwidths
+        self.key = key
+        self.attributes = [] if attributes is None else attributes
+        self.unknown = [] if unknown is None else unknown
 
     @classmethod
     def parse_m_line(cls, value: str) -> MediaDescription:
@@ -470,7 +497,14 @@ class MediaDescription:
         out.extend(self.unknown)
 
 
-@dataclass(slots=True)
+def _rewritten(connection: Connection, addrtype: str, address: str) -> Connection:
+    """``connection`` pointed at ``address``; a hold address (0.0.0.0, ``::``) stays as it is."""
+    if _is_unspecified(connection.address):
+        return connection
+    return Connection("IN", addrtype, address)
+
+
+@dataclass
 class SessionDescription:
     """A whole SDP body (RFC 8866 §5).
 
@@ -494,6 +528,41 @@ class SessionDescription:
     attributes: list[tuple[str, str | None]] = field(default_factory=list)
     media: list[MediaDescription] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
+
+    def __init__(
+        self,
+        origin: Origin,
+        session_name: str = "-",
+        version: int = 0,
+        info: str | None = None,
+        uri: str | None = None,
+        emails: list[str] | None = None,
+        phones: list[str] | None = None,
+        connection: Connection | None = None,
+        bandwidths: list[str] | None = None,
+        times: list[str] | None = None,
+        timezones: list[str] | None = None,
+        key: str | None = None,
+        attributes: list[tuple[str, str | None]] | None = None,
+        media: list[MediaDescription] | None = None,
+        unknown: list[str] | None = None,
+    ) -> None:
+        # Written out, not generated: see sdp.pxd.
+        self.origin = origin
+        self.session_name = session_name
+        self.version = version
+        self.info = info
+        self.uri = uri
+        self.emails = [] if emails is None else emails
+        self.phones = [] if phones is None else phones
+        self.connection = connection
+        self.bandwidths = [] if bandwidths is None else bandwidths
+        self.times = ["t=0 0"] if times is None else times
+        self.timezones = [] if timezones is None else timezones
+        self.key = key
+        self.attributes = [] if attributes is None else attributes
+        self.media = [] if media is None else media
+        self.unknown = [] if unknown is None else unknown
 
     @classmethod
     def parse(cls, data: bytes | str) -> SessionDescription:
@@ -727,17 +796,12 @@ class SessionDescription:
         self.origin.addrtype = addrtype
         self.origin.address = address
 
-        def rewrite(connection: Connection) -> Connection:
-            if _is_unspecified(connection.address):
-                return connection
-            return Connection("IN", addrtype, address)
-
         if self.connection is not None:
-            self.connection = rewrite(self.connection)
+            self.connection = _rewritten(self.connection, addrtype, address)
         elif any(not m.connections for m in self.media):
             self.connection = Connection("IN", addrtype, address)
         for media in self.media:
-            media.connections = [rewrite(c) for c in media.connections]
+            media.connections = [_rewritten(c, addrtype, address) for c in media.connections]
             for position, (name, value) in enumerate(media.attributes):
                 if name == "rtcp" and value is not None:
                     port_text, _, rest = value.strip().partition(" ")

@@ -225,7 +225,7 @@ def _format_params(params: dict[str, str | None]) -> str:
     return "".join(out)
 
 
-@dataclass(slots=True)
+@dataclass
 class SipURI:
     """A ``sip:`` or ``sips:`` URI (RFC 3261 §19.1).
 
@@ -242,6 +242,26 @@ class SipURI:
     port: int | None = None
     params: dict[str, str | None] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
+
+    def __init__(
+        self,
+        scheme: str = "sip",
+        user: str | None = None,
+        password: str | None = None,
+        host: str = "",
+        port: int | None = None,
+        params: dict[str, str | None] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        # Written out, not generated: see uri.pxd (a compiled default_factory costs a module
+        # lookup per instance).
+        self.scheme = scheme
+        self.user = user
+        self.password = password
+        self.host = host
+        self.port = port
+        self.params = {} if params is None else params
+        self.headers = {} if headers is None else headers
 
     @property
     def transport(self) -> str | None:
@@ -302,12 +322,16 @@ class SipURI:
         return "".join(parts)
 
 
-@dataclass(slots=True)
+@dataclass
 class TelURI:
     """A ``tel:`` URI (RFC 3966): ``number`` as written (escapes decoded), parameters with lowercased names."""
 
     number: str
     params: dict[str, str | None] = field(default_factory=dict)
+
+    def __init__(self, number: str, params: dict[str, str | None] | None = None) -> None:
+        self.number = number
+        self.params = {} if params is None else params
 
     def copy(self) -> TelURI:
         """Return an independent copy: mutating its params leaves this URI alone."""
@@ -318,7 +342,7 @@ class TelURI:
         return "tel:" + _escape(self.number, _TEL_NUMBER_SAFE) + _format_params(self.params)
 
 
-@dataclass(slots=True)
+@dataclass
 class AbsoluteURI:
     """Any other scheme (RFC 3986 absolute URI), kept opaque: ``value`` is everything after the ':'."""
 
