@@ -42,7 +42,7 @@ class CallState(StrEnum):
 # any one SBC, small enough (~100 KiB) not to matter.
 IP_CACHE_SIZE = 1024
 
-@dataclass(slots=True)
+@dataclass
 class Leg:
     """One dialog of a call, seen from the SBC's side of it.
 
@@ -64,12 +64,41 @@ class Leg:
     invite: Request | None = None  # the INVITE that created the leg (ours or the caller's)
     invite_key: TransactionKey | None = None
 
+    def __init__(
+        self,
+        call_id: str,
+        local_tag: str,
+        local_uri: str,
+        remote_uri: str,
+        peer: Address,
+        remote_tag: str | None = None,
+        remote_target: str | None = None,
+        route_set: list[str] | None = None,
+        local_cseq: int = 0,
+        remote_cseq: int = 0,
+        invite: Request | None = None,
+        invite_key: TransactionKey | None = None,
+    ) -> None:
+        # Written out, not generated: see sbc/sip/uri.pxd.
+        self.call_id = call_id
+        self.local_tag = local_tag
+        self.local_uri = local_uri
+        self.remote_uri = remote_uri
+        self.peer = peer
+        self.remote_tag = remote_tag
+        self.remote_target = remote_target
+        self.route_set = [] if route_set is None else route_set
+        self.local_cseq = local_cseq
+        self.remote_cseq = remote_cseq
+        self.invite = invite
+        self.invite_key = invite_key
+
     def next_cseq(self) -> int:
         self.local_cseq += 1
         return self.local_cseq
 
 
-@dataclass(slots=True)
+@dataclass
 class PendingReinvite:
     """A re-INVITE relayed from one leg to the other, until its ACK has crossed too."""
 
@@ -88,7 +117,7 @@ class PendingReinvite:
     ok_give_up: float | None = None
 
 
-@dataclass(slots=True)
+@dataclass
 class Origin:
     """What an originated call (``POST /v1/calls``) bridges to once its callee answers.
 
@@ -106,7 +135,7 @@ class Origin:
     fallbacks: list[tuple[str, Address]] = field(default_factory=list)
 
 
-@dataclass(slots=True)
+@dataclass
 class Call:
     """One call through the SBC: the inbound leg ``a`` and the outbound leg ``b`` in progress."""
 

@@ -23,7 +23,7 @@ DEFAULT_DTMF_PT = 101
 DEFAULT_CLOCK_RATE = 8000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class StreamPeer:
     """Where one side receives one media stream (one m= line), as its SDP says.
 

@@ -31,7 +31,7 @@ class MediaError(Exception):
         self.status = status
 
 
-@dataclass(slots=True)
+@dataclass
 class CallMedia:
     """The relay sessions of one call, by m= line index.
 
@@ -44,6 +44,17 @@ class CallMedia:
     sessions: list[int | None] = field(default_factory=list)
     freed: bool = False
     quiet: dict[tuple[int, str], bool] = field(default_factory=dict)
+
+    def __init__(
+        self,
+        sessions: list[int | None] | None = None,
+        freed: bool = False,
+        quiet: dict[tuple[int, str], bool] | None = None,
+    ) -> None:
+        # Written out, not generated: see sbc/sip/uri.pxd.
+        self.sessions = [] if sessions is None else sessions
+        self.freed = freed
+        self.quiet = {} if quiet is None else quiet
 
 
 class MediaManager:

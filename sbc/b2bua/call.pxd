@@ -1,0 +1,90 @@
+# Augments call.py when setup.py compiles it: the call and its legs become extension types, as
+# the SIP types do (see sbc/sip/uri.pxd). A field added in the .py must be declared here.
+cdef class Leg:
+    cdef public object call_id
+    cdef public object local_tag
+    cdef public object local_uri
+    cdef public object remote_uri
+    cdef public object peer
+    cdef public object remote_tag
+    cdef public object remote_target
+    cdef public object route_set
+    cdef public object local_cseq
+    cdef public object remote_cseq
+    cdef public object invite
+    cdef public object invite_key
+
+cdef class PendingReinvite:
+    cdef public object from_leg
+    cdef public object to_leg
+    cdef public object server_key
+    cdef public object client_key
+    cdef public object ok_response
+    cdef public object cseq
+    cdef public object from_cseq
+    cdef public object ok_out
+    cdef public object ok_interval
+    cdef public object ok_next
+    cdef public object ok_give_up
+
+cdef class Origin:
+    cdef public object bridge_uri
+    cdef public object bridge_dest
+    cdef public object invite_key
+    cdef public object bridged
+    cdef public object a_ack
+    cdef public object fallbacks
+
+cdef class Call:
+    cdef public object id
+    cdef public object direction
+    cdef public object a
+    cdef public object caller
+    cdef public object callee
+    cdef public object setup_at
+    cdef public object caller_display
+    cdef public object customer
+    cdef public object carrier
+    cdef public object trunk
+    cdef public object gateway
+    cdef public object b
+    cdef public object state
+    cdef public object failover
+    cdef public object targets
+    cdef public object target_index
+    cdef public object scopes
+    cdef public object carrier_scope
+    cdef public object answered_at
+    cdef public object ended_at
+    cdef public object final_code
+    cdef public object hangup_by
+    cdef public object end_reason
+    cdef public object media
+    cdef public object session_expires_at
+    cdef public object media_stats
+    cdef public object caller_cancelled
+    cdef public object attempts
+    cdef public object attempt_deadline
+    cdef public object got_provisional
+    cdef public object a_final_sent
+    cdef public object a_2xx
+    cdef public object a_2xx_interval
+    cdef public object a_2xx_next
+    cdef public object a_2xx_give_up
+    cdef public object b_2xx
+    cdef public object b_ack
+    cdef public object max_end_at
+    cdef public object timer_entries
+    cdef public object pending
+    cdef public object reinvite_ack
+    cdef public object dead_b_keys
+    cdef public object late_answers
+    cdef public object origin
+    cdef public object dtmf
+    cdef public object a_100rel
+    cdef public object a_rseq
+    cdef public object a_rel_pending
+    cdef public object a_rel_queued
+    cdef public object a_rel_interval
+    cdef public object a_rel_next
+    cdef public object a_rel_give_up

@@ -1,0 +1,13 @@
+# Augments anchor.py when setup.py compiles it: StreamPeer becomes an extension type, as the
+# SIP types do (see sbc/sip/uri.pxd). A field added in the .py must be declared here.
+cdef class StreamPeer:
+    cdef readonly object index
+    cdef readonly object media
+    cdef readonly object address
+    cdef readonly object rtp_port
+    cdef readonly object rtcp_port
+    cdef readonly object rtcp_mux
+    cdef readonly object clock_rate
+    cdef readonly object dtmf_pt
+    cdef readonly object held
+    cdef readonly object quiet
