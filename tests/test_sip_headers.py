@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import string
 from pathlib import Path
@@ -1008,3 +1009,104 @@ def test_via_view_is_shared_and_parse_via_hands_out_copies() -> None:
     for _ in range(2):
         with pytest.raises(SIPParseError, match="^Via: "):
             via_view("SIP/2.0/UDP 192.0.2.1;branch")
+
+
+# -- the C fast path for the common Via shape (sbc/sip/_speedups.pyx split_simple_via) ---------
+
+VIA_SHAPES = [
+    "SIP/2.0/UDP 203.0.113.10:5060;branch=z9hG4bK-1-inv;rport",
+    "SIP/2.0/udp host.example.com;Branch=z9hG4bKx;RPORT=5060;received=192.0.2.1",
+    "SIP/2.0/TCP [2001:db8::1]:5061;branch=z9hG4bKv6",
+    "SIP/2.0/TLS h;received=2001:db8::9;branch=x",
+    "SIP/2.0/UDP h;received=010.0.0.1;branch=x",
+    "SIP/2.0/UDP h;received=1.2.3;branch=x",
+    "SIP/2.0/UDP h;received=256.1.1.1",
+    "SIP/2.0/UDP h;received=example.com",
+    "SIP/2.0/UDP h;rport=65535;ttl=255;maddr=224.2.0.1",
+    "SIP/2.0/UDP h;rport=65536",
+    "SIP/2.0/UDP h;rport=00005060",
+    "SIP/2.0/UDP h;ttl=0255",
+    "SIP/2.0/UDP h;ttl=256",
+    "SIP/2.0/UDP h;branch",
+    "SIP/2.0/UDP h;maddr",
+    "SIP/2.0/UDP h;;branch=x",
+    "SIP/2.0/UDP h;branch=x;",
+    "SIP/2.0/UDP h;branch=x;branch=y",
+    "SIP/2.0/UDP h;x=",
+    "SIP/2.0/UDP h;=x",
+    'SIP/2.0/UDP h;x="quoted;value"',
+    "SIP/2.0/UDP h ; branch = x",
+    "SIP / 2.0 / UDP h;branch=x",
+    "SIP/2.0/UDP  h:5060",
+    "SIP/2.0/UDP h : 5060;branch=x",
+    "SIP/2.0/UDP h:99999",
+    "SIP/2.0/UDP ::1",
+    "SIP/2.0/UDP",
+    "SIP/2.0/UDP ;branch=x",
+    "SIP/2.0/X-1 h",
+    "SIP/3.0/UDP h",
+    "SIP/2.0/UDP h;extension=a:b[c]",
+    "SIP/2.0/UDP h;x=a{b",
+]
+
+
+def _torture_vias() -> list[str]:
+    """Every Via element of the torture corpus, as via_view hands them to the element parser."""
+    from tests.torture import TORTURE_DIR
+
+    values = []
+    for path in sorted(TORTURE_DIR.rglob("*.dat")):
+        for line in path.read_bytes().decode("utf-8", "surrogateescape").splitlines():
+            name, colon, value = line.partition(":")
+            if colon and name.strip().lower() in ("via", "v"):
+                try:
+                    values.extend(item for item in split_commas(value.strip(), what="Via") if item)
+                except SIPParseError:
+                    continue
+    return values
+
+
+def _outcome(parse, text: str):  # noqa: ANN001, ANN202
+    try:
+        return parse(text)
+    except SIPParseError:
+        return "refused"
+
+
+def _same_as_full_parser(text: str) -> None:
+    from sbc.sip import _speedups
+    from sbc.sip.headers import _parse_one_via, _parse_one_via_fully
+
+    full = _outcome(_parse_one_via_fully, text)
+    assert _outcome(_parse_one_via, text) == full, text
+    simple = _speedups.split_simple_via(text)
+    if simple is not None and full != "refused":  # (sent-by is checked after the split, by both)
+        assert (simple[0], simple[2]) == (full.transport, full.params), text
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sbc.sip._speedups") is None, reason="C speedups not built")
+def test_via_fast_path_agrees_with_the_full_parser() -> None:
+    from sbc.sip import _speedups
+
+    corpus = _torture_vias()
+    assert len(corpus) > 20  # the corpus was found
+    taken = 0
+    for text in VIA_SHAPES + corpus:
+        _same_as_full_parser(text)
+        taken += _speedups.split_simple_via(text) is not None
+    assert taken >= 10  # the fast path is exercised, not only the fallback
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sbc.sip._speedups") is None, reason="C speedups not built")
+@given(
+    st.lists(
+        st.sampled_from(
+            ["SIP/2.0/", "UDP", "tcp", " ", "\t", ";", "=", ":", "[", "]", '"', ",", "branch", "rport",
+             "received", "ttl", "maddr", "z9hG4bK", "host", "10.0.0.1", "0", "1", "255", "65536", "-", "."]
+        ),  # fmt: skip
+        max_size=14,
+    ).map("".join)
+)
+def test_via_fast_path_agrees_on_generated_text(tail: str) -> None:
+    _same_as_full_parser("SIP/2.0/" + tail)
+    _same_as_full_parser(tail)

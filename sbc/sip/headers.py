@@ -19,6 +19,11 @@ from typing import Literal, TypeVar
 from sbc.sip.errors import SIPParseError
 from sbc.sip.uri import PARSE_CACHE_MAX, URI, format_host, parse_hostport, parse_uri
 
+try:  # the C splitter for the common Via shape (sbc/sip/_speedups.pyx); the full parser below
+    from sbc.sip._speedups import split_simple_via as _split_simple_via
+except ImportError:  # pragma: no cover - source checkout without a build
+    _split_simple_via = None
+
 CSEQ_MAX = 2**31 - 1
 """Largest CSeq sequence number: RFC 3261 §8.1.1.5 requires it to be less than 2**31."""
 
@@ -611,6 +616,18 @@ def _check_via_params(params: dict[str, str | None]) -> None:
 
 
 def _parse_one_via(text: str) -> Via:
+    if _split_simple_via is not None:
+        simple = _split_simple_via(text)
+        if simple is not None:
+            transport, sent_by, params = simple
+            host, port = parse_hostport(sent_by, what="Via")
+            return Via("SIP/2.0", transport, host, port, params)
+    return _parse_one_via_fully(text)
+
+
+def _parse_one_via_fully(text: str) -> Via:
+    """One via-parm by the full grammar: the reference, and the path for every shape
+    ``_speedups.split_simple_via`` leaves to it (LWS, quoting, anything it would refuse)."""
     match = _VIA_PROTOCOL_RE.match(text)
     if match is None:
         raise SIPParseError("Via: malformed sent-protocol")
