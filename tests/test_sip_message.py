@@ -146,3 +146,22 @@ def test_blank_fold_lines_collapse_to_one_space_in_both_splitters(folded) -> Non
     hypothesis once found the Python twin keeping two spaces where C kept one."""
     data = b"OPTIONS sip:a@b SIP/2.0\r\n" + folded + b"\r\nContent-Length: 0\r\n\r\n"
     assert _outcome(data, use_c=True) == _outcome(data, use_c=False)
+
+
+@needs_c
+@given(values=st.lists(st.text(alphabet="ab:\r\n", max_size=12), min_size=1, max_size=6))
+def test_c_splitter_ends_lines_at_crlf_only(values) -> None:
+    """The C splitter finds line ends with memchr for LF and a look back for CR: only a CR LF
+    pair ends a line; a bare CR or LF stays in its value (as it always has: the Python twin
+    differs there, so the reference here is a plain split on CR LF)."""
+    lines = ["OPTIONS sip:a@b SIP/2.0"] + [f"X-{i}:{v}" for i, v in enumerate(values)]
+    data = ("\r\n".join(lines) + "\r\nContent-Length:0\r\n\r\n").encode()
+    head = data[: data.index(b"\r\n\r\n")].decode()
+    expected = [tuple(line.split(":", 1)) for line in head.split("\r\n")[1:]]
+    if any(len(pair) != 2 for pair in expected):
+        with pytest.raises(ValueError, match="colon"):
+            m._split_head_c(data, {}, str)
+        return
+    result = m._split_head_c(data, {}, str)
+    assert result[0] == "OPTIONS sip:a@b SIP/2.0"
+    assert result[1] == expected
