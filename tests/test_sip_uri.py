@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import sbc.sip.uri as uri_module
 from sbc.sip.errors import SIPParseError
 from sbc.sip.uri import (
     URI,
@@ -639,3 +640,17 @@ def test_parse_uri_fuzz_sipish(text: str) -> None:
 @given(st.ip_addresses(v=6))
 def test_any_ipv6_address_in_brackets_parses(address: ipaddress.IPv6Address) -> None:
     assert sip(f"sip:u@[{address.exploded}]:5060").port == 5060
+
+
+@pytest.mark.skipif(uri_module._all_in is None, reason="C speedups not built")
+@given(st.text(max_size=20), st.sampled_from(["_USER_SAFE", "_PASSWORD_SAFE", "_PARAM_SAFE", "_HEADER_SAFE"]))
+def test_escape_c_check_agrees_with_the_regex(text: str, safe_name: str) -> None:
+    """_escape's C check (_speedups.all_in) leaves exactly what the regex fallback leaves."""
+    safe = getattr(uri_module, safe_name)
+    saved = uri_module._all_in
+    try:
+        with_c = uri_module._escape(text, safe)
+        uri_module._all_in = None
+        assert uri_module._escape(text, safe) == with_c
+    finally:
+        uri_module._all_in = saved

@@ -290,3 +290,19 @@ cdef bint _via_params_ok(dict params):
     if value is not None and not (len(value) <= 3 and _digits_at_most(value, 255)):
         return False
     return True
+
+
+# -- URI escaping --------------------------------------------------------------------------------
+
+def all_in(str text, bytes table):
+    """True when every character of ``text`` is ASCII with a non-zero byte in ``table`` (128
+    bytes, indexed by code point): the check ``sbc.sip.uri._escape`` makes before it
+    percent-encodes, which a regex fullmatch made at ten times the cost."""
+    cdef const unsigned char* t = table
+    cdef Py_UCS4 c
+    if len(table) != 128:
+        raise ValueError("table must be 128 bytes")
+    for c in text:
+        if c >= 128 or not t[c]:
+            return False
+    return True

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import string
 from dataclasses import dataclass, field
 from typing import TypeAlias
 from urllib.parse import quote, unquote_to_bytes
@@ -82,16 +83,36 @@ def _unescape(text: str, what: str, part: str) -> str:
 
 # Per ``safe`` set: a regex matching text that needs no escaping at all (the usual case), so that
 # serialising a URI skips the encode + urllib.parse.quote round trip (a third of URI serialisation).
-_PLAIN_RE: dict[str, re.Pattern[str]] = {}
+_PLAIN_RE: dict[str, re.Pattern[str]] = {}  # without the C speedups: a regex per safe set
+_PLAIN_TABLE: dict[str, bytes] = {}  # with them: a table per safe set (see _escape)
+
+try:  # sbc/sip/_speedups.pyx; the regex check in _escape is the fallback
+    from sbc.sip._speedups import all_in as _all_in
+except ImportError:  # pragma: no cover - source checkout without a build
+    _all_in = None
+
+
+def _plain_table(safe: str) -> bytes:
+    """The 128-byte table of what needs no escaping (the unreserved set plus ``safe``), for
+    ``_speedups.all_in``."""
+    plain = set(string.ascii_letters + string.digits + "-_.~" + safe)
+    return bytes(1 if chr(c) in plain else 0 for c in range(128))
 
 
 def _escape(text: str, safe: str) -> str:
     """Percent-encode every octet of ``text`` outside the unreserved set plus ``safe``."""
-    plain = _PLAIN_RE.get(safe)
-    if plain is None:
-        plain = _PLAIN_RE[safe] = re.compile("[A-Za-z0-9_.~" + re.escape(safe) + "-]*")
-    if plain.fullmatch(text) is not None:
-        return text
+    if _all_in is not None:
+        table = _PLAIN_TABLE.get(safe)
+        if table is None:
+            table = _PLAIN_TABLE[safe] = _plain_table(safe)
+        if _all_in(text, table):
+            return text
+    else:
+        plain = _PLAIN_RE.get(safe)
+        if plain is None:
+            plain = _PLAIN_RE[safe] = re.compile("[A-Za-z0-9_.~" + re.escape(safe) + "-]*")
+        if plain.fullmatch(text) is not None:
+            return text
     try:
         data = text.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:  # a surrogate that did not come from surrogateescape decoding
