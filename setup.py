@@ -1,6 +1,7 @@
 """Builds the native extension modules; everything else is declared in pyproject.toml.
 
-sbc.sip._speedups      C-speed SIP header splitting (pure-Python fallback in sbc.sip.message)
+sbc.sip._speedups      C-speed SIP header splitting, common-Via splitting and the URI escaping check
+                       (pure-Python fallbacks in sbc.sip.message, headers and uri)
 sbc.transport._udpio   recvmmsg/sendmmsg for SIP over UDP, with kernel receive timestamps
 rtp_relay_ext._relay   the RTP relay engine (C threads + Cython control surface; its kernel fast
                        path, a BPF program compiled here with clang and embedded, when possible)
