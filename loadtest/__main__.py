@@ -10,6 +10,7 @@ BENCHMARKS = {
     "calls": "loadtest.bench_calls",
     "api": "loadtest.bench_api",
     "engine": "loadtest.bench_engine",
+    "ab": "loadtest.bench_ab",
 }
 
 
