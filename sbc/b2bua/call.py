@@ -20,7 +20,7 @@ from ..sip.headers import NameAddr, contact_view, name_addr_view
 from ..sip.message import Request
 from ..sip.randomness import random_hex
 from ..sip.transaction import make_branch
-from ..sip.uri import SipURI, parse_uri
+from ..sip.uri import PARSE_CACHE_MAX, SipURI, parse_uri
 from ..transport.steering import PLACEMENT
 
 # RFC 3261 §8.1.1.6: 70 is the recommended initial Max-Forwards.
@@ -217,22 +217,68 @@ def new_call_ref() -> str:
     return PLACEMENT.make(lambda: random_hex(8))
 
 
+# strip_tag's results by the value without its tag: a caller's From differs from call to call only
+# in the tag, so the parse and the serialisation are done once per caller (bounded like the parse
+# memos: emptied when full).
+_untagged: dict[str, str] = {}
+_TAG_VALUE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.!%*_+`'~")
+
+
+def _without_tag_text(value: str) -> str | None:
+    """``value`` with a ``;tag=token`` written after the closing '>' cut out, textually; None when
+    the value is not of that plain shape (the caller parses it instead).
+
+    A key never holds "tag" after its '>' in any case or spacing, so two values share a key only
+    when they differ by one well-formed tag parameter: both parse, or neither does."""
+    gt = value.rfind(">")
+    if gt < 0 or '"' in value[gt:]:
+        return None
+    start = value.find(";tag=", gt)
+    if start < 0:
+        key = value
+    else:
+        end = value.find(";", start + 5)
+        tag = value[start + 5 : end if end >= 0 else len(value)]
+        if not tag or not _TAG_VALUE_CHARS.issuperset(tag):
+            return None
+        key = value[:start] + value[end:] if end >= 0 else value[:start]
+    if "tag" in key[gt:].lower():
+        return None
+    return key
+
+
 def strip_tag(name_addr: str) -> str:
     """The From/To value without its tag parameter (kept as angle-bracket name-addr)."""
+    key = _without_tag_text(name_addr)
+    if key is not None:
+        cached = _untagged.get(key)
+        if cached is not None:
+            return cached
     na = name_addr_view(name_addr)
     if "tag" in na.params:
         na = NameAddr(na.display_name, na.uri, {k: v for k, v in na.params.items() if k != "tag"})
-    return str(na)
+    text = str(na)
+    if key is not None:
+        if len(_untagged) >= PARSE_CACHE_MAX:
+            _untagged.clear()
+        _untagged[key] = text
+    return text
 
 
-def contact_uri(value: str | None) -> str | None:
-    """The URI of the first Contact value, or None."""
-    if not value:
-        return None
+@functools.lru_cache(maxsize=PARSE_CACHE_MAX)
+def _first_contact_uri(value: str) -> str | None:
     contacts = contact_view(value)
     if contacts == "*" or not contacts:
         return None
     return str(contacts[0].uri)
+
+
+def contact_uri(value: str | None) -> str | None:
+    """The URI of the first Contact value, or None (remembered per value: a peer sends the same
+    Contact in every call)."""
+    if not value:
+        return None
+    return _first_contact_uri(value)
 
 
 def target_address(uri_text: str, default_transport: str, fallback: Address) -> Address:
