@@ -76,7 +76,7 @@ def summarize(runs: list[dict]) -> dict:
         out[build] = {
             "runs": len(mine),
             "passed": sum(passed(r) for r in mine),
-            "cpu_us_per_call_median": statistics.median(cpu) if cpu else None,
+            "cpu_us_per_call_median": round(statistics.median(cpu), 1) if cpu else None,
         }
     ratios = []
     for pair in range(out["pairs"]):
