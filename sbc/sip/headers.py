@@ -621,6 +621,7 @@ def _parse_one_via(text: str) -> Via:
         if simple is not None:
             transport, sent_by, params = simple
             host, port = parse_hostport(sent_by, what="Via")
+            _check_via_params(params)
             return Via("SIP/2.0", transport, host, port, params)
     return _parse_one_via_fully(text)
 
