@@ -16,7 +16,7 @@ from routing.failover import FailoverState
 from routing.limits import LimitScope
 
 from ..sip.events import Address, TransactionKey
-from ..sip.headers import NameAddr, contact_view, name_addr_view
+from ..sip.headers import NameAddr, contact_view, is_token, name_addr_view
 from ..sip.message import Request
 from ..sip.randomness import random_hex
 from ..sip.transaction import make_branch
@@ -221,7 +221,6 @@ def new_call_ref() -> str:
 # in the tag, so the parse and the serialisation are done once per caller (bounded like the parse
 # memos: emptied when full).
 _untagged: dict[str, str] = {}
-_TAG_VALUE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.!%*_+`'~")
 
 
 def _without_tag_text(value: str) -> str | None:
@@ -239,7 +238,7 @@ def _without_tag_text(value: str) -> str | None:
     else:
         end = value.find(";", start + 5)
         tag = value[start + 5 : end if end >= 0 else len(value)]
-        if not tag or not _TAG_VALUE_CHARS.issuperset(tag):
+        if not is_token(tag):
             return None
         key = value[:start] + value[end:] if end >= 0 else value[:start]
     if "tag" in key[gt:].lower():

@@ -199,6 +199,12 @@ _COLON_LWS_RE = re.compile(r"[ \t]*:[ \t]*")
 _AUTH_SCHEME_RE = re.compile(r"([^ \t]+)[ \t]*")
 
 
+def is_token(text: str) -> bool:
+    """True for a non-empty RFC 3261 §25.1 token (method names, header names, parameter names,
+    tags). Never raises."""
+    return _TOKEN_RE.fullmatch(text) is not None
+
+
 def canonical_name(name: str) -> str:
     """Return the canonical spelling of a header name (``cseq`` -> ``CSeq``, ``v`` -> ``Via``).
 

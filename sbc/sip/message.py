@@ -25,6 +25,7 @@ from .headers import (
     _canonical_cache,
     canonical_name,
     contact_view,
+    is_token,
     name_addr_view,
     parse_cseq,
     parse_uint,
@@ -80,7 +81,6 @@ _COMMON_METHODS = frozenset(
         "SUBSCRIBE",
     }
 )
-_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 _STATUS_LINE_RE = re.compile(r"SIP/(\d+)\.(\d+) (\d{3})(?: (.*))?\Z", re.S)
 _VERSION_RE = re.compile(r"SIP/\d+\.\d+\Z")
 _UNFOLD_RE = re.compile(r"(?:[ \t]*\r?\n[ \t]+)+")  # a run of folds, blank ones too, is one LWS
@@ -367,7 +367,7 @@ class Message:
         by_name: dict[str, list[str]] = {}
         for n, v in self.headers:
             if n not in _VALID_HEADER_NAMES:
-                if not _TOKEN_RE.match(n):
+                if not is_token(n):
                     raise SIPParseError(f"bad header name {n!r}")
                 if len(_VALID_HEADER_NAMES) < CANONICAL_CACHE_MAX:
                     _VALID_HEADER_NAMES.add(n)
@@ -613,7 +613,7 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
             if _VERSION_RE.match(version):
                 raise SIPParseError(f"unsupported version {version!r}", 505)
             raise SIPParseError(f"bad request line {start[:60]!r}")
-        if method not in _COMMON_METHODS and not _TOKEN_RE.match(method):
+        if method not in _COMMON_METHODS and not is_token(method):
             raise SIPParseError(f"bad method {method[:20]!r}")
         msg = Request(method, uri, headers)
 
