@@ -123,6 +123,7 @@ cdef extern from "relay_engine.h" nogil:
     ctypedef struct rr_engine_counters:
         uint64_t wakeups, recv_calls, send_calls, packets_in, packets_out
         uint64_t recv_errors
+        uint64_t control_wakes, control_naps
         uint64_t events_dropped
         uint64_t late[RR_LATE_BUCKETS]
         uint64_t work[RR_LATE_BUCKETS]

@@ -594,6 +594,8 @@ cdef class RelayEngine:
         (wakeup scheduling delay); ``round_work``, rounds that moved packets by the
         worker's CPU time in them (queueing behind work); ``round_stall``, the same
         rounds by wall minus CPU time (preempted, or a control call held the lock).
+        io_uring: ``control_wakes``, eventfd writes that woke a worker for control work;
+        ``control_naps``, new sessions a napping worker armed unwoken (see the README).
         """
         cdef rr_engine_counters c
         cdef rr_engine *e = self._engine()
@@ -615,6 +617,8 @@ cdef class RelayEngine:
             "realtime_workers": c.realtime_workers,
             "pinned_workers": c.pinned_workers,
             "recv_errors": c.recv_errors,
+            "control_wakes": c.control_wakes,
+            "control_naps": c.control_naps,
             "late_naps": [c.late[i] for i in range(RR_LATE_BUCKETS)],
             "round_work": [c.work[i] for i in range(RR_LATE_BUCKETS)],
             "round_stall": [c.stall[i] for i in range(RR_LATE_BUCKETS)],

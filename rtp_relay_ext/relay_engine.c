@@ -1589,6 +1589,8 @@ void rr_engine_counters_get(rr_engine *e, rr_engine_counters *o)
         o->packets_in += w->packets_in;
         o->packets_out += w->packets_out;
         o->recv_errors += w->recv_errors;
+        o->control_wakes += __atomic_load_n(&w->control_wakes, __ATOMIC_RELAXED);
+        o->control_naps += w->control_naps;
         for (int k = 0; k < RR_LATE_BUCKETS; k++) {
             o->late[k] += w->late_hist[k];
             o->work[k] += w->work_hist[k];

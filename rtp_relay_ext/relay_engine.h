@@ -196,6 +196,8 @@ typedef struct rr_engine_counters {
     uint64_t send_calls;      /* epoll: sendmmsg calls; io_uring: io_uring_enter calls that submitted */
     uint64_t packets_in, packets_out;
     uint64_t recv_errors;     /* io_uring: receive completions carrying an error */
+    uint64_t control_wakes;   /* io_uring: eventfd writes that woke a worker for control work */
+    uint64_t control_naps;    /* io_uring: new sessions armed at the worker's nap, unwoken */
     uint64_t events_dropped;
     /* Where a packet's wait goes, per loop round that moved packets: */
     uint64_t late[RR_LATE_BUCKETS];  /* busy naps by how late they ended (wakeup scheduling delay) */

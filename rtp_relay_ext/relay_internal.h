@@ -78,6 +78,9 @@ typedef struct rr_worker {
     uint32_t nclosing;
     int kick_pending;          /* a wake-up was written and the worker has not taken its queues yet */
     int wake_owed;             /* kick_pending is set but the write was deferred (defer_wake) */
+    int napping;               /* the worker takes its queues within RR_URING_NAP_NS unwoken */
+    uint64_t control_wakes;    /* wake-ups written for control work (atomic: written unlocked) */
+    uint64_t control_naps;     /* new sessions left to the worker's nap instead of a wake-up */
     uint64_t close_requested, close_done;
     uint64_t close_finished;   /* atomic: close_done once those sockets were really closed */
     /* epoll backend batch buffers */

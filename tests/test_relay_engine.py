@@ -750,6 +750,42 @@ def test_allocate_binds_its_own_pairs_without_a_running_keeper(backend: str) -> 
         e.close()
 
 
+@_no_uring
+def test_a_warm_io_uring_worker_arms_new_sessions_at_its_nap_unwoken(peers: tuple[Peer, Peer]) -> None:
+    """Under call load an io_uring worker naps (at most 10 ms) instead of sleeping, so an
+    allocation writes no wake-up and its sockets still relay: their first datagram waits in
+    the socket until the nap ends. Two seconds after its last control work the worker sleeps
+    again, and the next allocation wakes it at once."""
+    a, b = peers
+    lo, hi = port_range()
+    with RelayEngine(HOST, lo, hi, quarantine=0.0, media_timeout=0, hold_timeout=0, workers=1,
+                     backend="io_uring") as e:  # fmt: skip
+        e.free(e.allocate())  # control work: the worker is warm from its next round on
+        assert wait_for(lambda: e.counters()["wakeups"] >= 2)
+        time.sleep(0.05)
+        before = e.counters()
+        sids = [e.allocate() for _ in range(5)]
+        after = e.counters()
+        assert after["control_wakes"] == before["control_wakes"]
+        assert after["control_naps"] == before["control_naps"] + 5
+        for seq, sid in enumerate(sids):
+            (a_rtp, _), (b_rtp, _) = e.ports(sid)
+            e.set_peer(sid, LEG_A, a.addr)
+            e.set_peer(sid, LEG_B, b.addr)
+            t0 = time.monotonic()
+            a.send(rtp(seq), a_rtp)
+            data, src = b.recv()
+            assert data == rtp(seq) and src == (HOST, b_rtp)
+            assert time.monotonic() - t0 < 0.5
+        for sid in sids:
+            e.free(sid)
+        time.sleep(2.3)  # past the warm window (the frees were its last control work)
+        cold = e.counters()["control_wakes"]
+        sid = e.allocate()
+        assert e.counters()["control_wakes"] == cold + 1  # a sleeping worker is woken at once
+        e.free(sid)
+
+
 def test_deferred_wake_ups_arm_new_sessions_once_per_worker(peers: tuple[Peer, Peer], backend: str) -> None:
     """allocate(defer_wake=True) leaves the worker asleep; one wake_owed() wakes each worker
     once for all of them, and every new session then relays at once."""
