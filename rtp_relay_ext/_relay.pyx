@@ -167,6 +167,13 @@ cdef dict _report(const rr_stream_report *r):
     }
 
 
+cdef dict _leg_stats(const rr_leg_info *li):
+    d = _report(&li.stats)
+    d["forwarded"] = li.forwarded
+    d["kernel_forwarded"] = li.kernel_forwarded
+    return d
+
+
 cdef dict _leg(const rr_leg_info *li):
     d = _report(&li.stats)
     d.update(
@@ -412,9 +419,13 @@ cdef class RelayEngine:
         """Wake the workers that ``allocate(defer_wake=True)`` left unwoken; how many were."""
         return rr_engine_wake_owed(self._engine())
 
-    def free(self, session_id: int) -> dict:
+    def free(self, session_id: int, *, stats_only: bool = False) -> dict:
         """Close a session's sockets and return its final info (as ``session_info``).
 
+        ``stats_only`` returns only each direction's stream statistics (the ``stats`` keys
+        of ``session_info`` plus ``forwarded`` and ``kernel_forwarded``) under ``a_to_b`` and
+        ``b_to_a``: what a CDR keeps, without formatting the addresses and timers nobody
+        reads once the call is over (a third of the signalling thread's cost of a free).
         Its ports go back to the pool after the quarantine.  SessionNotFound if unknown.
         """
         cdef rr_session_info info
@@ -424,6 +435,8 @@ cdef class RelayEngine:
         rc = rr_session_free(e, sid, &info)
         if rc != RR_OK:
             _raise(rc, session_id)
+        if stats_only:
+            return {"a_to_b": _leg_stats(&info.leg[0]), "b_to_a": _leg_stats(&info.leg[1])}
         return _info(&info)
 
     def set_peer(

@@ -1,6 +1,9 @@
 # Augments core.py when setup.py compiles it: SipCore becomes an extension type, so its methods
 # read its fields as struct members (see README, Benchmarks). A field added in core.py must be
-# declared here too.
+# declared here too. Annotations "req: Request" and "resp: Response" in core.py become typed (their
+# fields read as struct members); such an argument must never be None.
+from sbc.sip.message cimport Request, Response
+
 cdef class SipCore:
     cdef dict __dict__
     cdef public object local_hosts

@@ -160,6 +160,32 @@ def test_both_directions_relayed_from_relay_ports(engine: RelayEngine, peers: tu
     assert engine.counters()["packets_out"] == 40
 
 
+def test_free_with_stats_only_returns_the_stream_statistics(engine: RelayEngine, peers: tuple[Peer, Peer]) -> None:
+    """free(stats_only=True) gives each direction's statistics as stats() does, without the
+    addresses and timers: what a CDR keeps."""
+    a, b = peers
+    sid = engine.allocate()
+    (a_rtp, _), (b_rtp, _) = engine.ports(sid)
+    engine.set_peer(sid, LEG_A, a.addr)
+    engine.set_peer(sid, LEG_B, b.addr)
+    for seq in range(5):
+        a.send(rtp(seq, seq * 160), a_rtp)
+        b.recv()
+    assert wait_for(lambda: engine.stats(sid)["a_to_b"]["forwarded"] == 5)
+    full = engine.stats(sid)
+    final = engine.free(sid, stats_only=True)
+    assert set(final) == {"a_to_b", "b_to_a"}
+    for direction in ("a_to_b", "b_to_a"):
+        stats = final[direction]
+        assert "latched_rtp" not in stats and "rtp_port" not in stats
+        for key in ("packets", "bytes", "lost", "jitter_ms", "mos", "dtmf_packets", "forwarded",
+                    "kernel_forwarded"):  # fmt: skip
+            assert stats[key] == full[direction][key], (direction, key)
+    assert final["a_to_b"]["packets"] == 5 and final["b_to_a"]["packets"] == 0
+    with pytest.raises(SessionNotFound):
+        engine.free(sid, stats_only=True)
+
+
 def test_ports_are_even_odd_pairs_in_range(engine: RelayEngine) -> None:
     sid = engine.allocate()
     for rtp_port, rtcp_port in engine.ports(sid):

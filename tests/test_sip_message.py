@@ -137,6 +137,19 @@ def test_c_splitter_matches_python_on_generated_heads(names, values, folds) -> N
     assert _outcome(data, use_c=True) == _outcome(data, use_c=False)
 
 
+@needs_c
+def test_c_splitter_reuses_known_names_only_with_the_mapping_it_learnt_them_from() -> None:
+    """The C splitter remembers spellings it has mapped (a memcmp instead of a new str and a dict
+    lookup): a message parsed again maps alike, and a caller's own mapping is never overridden."""
+    data = b"OPTIONS sip:a@b SIP/2.0\r\nv: SIP/2.0/UDP h\r\ncall-id: x\r\nCall-ID: y\r\nContent-Length: 0\r\n\r\n"
+    first = parse_message(data)
+    again = parse_message(data)
+    assert again.headers == first.headers == _outcome(data, use_c=False)[1]
+    assert [n for n, _ in again.headers] == ["Via", "Call-ID", "Call-ID", "Content-Length"]
+    other = m._split_head_c(data, {"v": "Other"}, str)
+    assert other[1][:3] == [("Other", "SIP/2.0/UDP h"), ("call-id", "x"), ("Call-ID", "y")]
+
+
 @pytest.mark.parametrize(
     "folded",
     [b"Via: :\r\n \r\n :", b"Via: : \r\n\t \r\n  :", b"Via:\r\n :", b"Subject: a\r\n  \r\n b"],

@@ -1,9 +1,11 @@
 # Augments engine.py when setup.py compiles it: the B2BUA becomes an extension type, so its
 # methods read its fields as struct members (see README, Benchmarks). A field added in engine.py
 # must be declared here too.
-# Annotations "call: Call" and "leg: Leg" in engine.py become typed (their fields read as struct
-# members); such an argument must never be None ("Call | None" where it may be).
+# Annotations "call: Call", "leg: Leg", "req: Request" and "resp: Response" in engine.py become
+# typed (their fields read as struct members); such an argument must never be None ("Call | None"
+# where it may be).
 from sbc.b2bua.call cimport Call, Leg
+from sbc.sip.message cimport Request, Response
 cdef class _Isolated:
     cdef public object b2bua
     cdef public object call

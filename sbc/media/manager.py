@@ -169,7 +169,7 @@ class MediaManager:
                 continue
             self.by_session.pop(sid, None)
             try:
-                out[str(i)] = _summary(self.engine.free(sid))
+                out[str(i)] = _summary(self.engine.free(sid, stats_only=True))
             except RelayError:
                 log.warning("relay session %s was already gone", sid)
         return out

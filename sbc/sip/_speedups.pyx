@@ -9,7 +9,7 @@ stays in ``message.py``, and the pure-Python loop there remains the fallback and
 """
 
 from cpython.unicode cimport PyUnicode_DecodeUTF8
-from libc.string cimport memchr, memcpy
+from libc.string cimport memchr, memcmp, memcpy
 
 
 cdef extern from "Python.h":
@@ -54,6 +54,41 @@ cdef inline str _decode(const char* p, Py_ssize_t n, bint ascii):
     return PyUnicode_DecodeUTF8(p, n, "surrogateescape")
 
 
+# Header names seen before, as raw spellings with their canonical name, so that a known name
+# costs a length check and a memcmp instead of a new str, its hash and a dict lookup (about a
+# fifth of a header line's cost; a SIP peer sends the same dozen names in every message). Learnt
+# from the ``names`` mapping the caller passes (message.py's cache of canonical_name), first come
+# first kept, and used only with that same mapping: the rules stay in Python.
+cdef enum:
+    _KNOWN_MAX = 48
+cdef object _known_for = None          # the names mapping the table was learnt from
+cdef list _known_keep = []             # the spellings (bytes), which own _known_ptr's memory
+cdef list _known_name = []             # their canonical names (str)
+cdef const char* _known_ptr[_KNOWN_MAX]
+cdef Py_ssize_t _known_len[_KNOWN_MAX]
+cdef Py_ssize_t _known_n = 0
+
+
+cdef inline object _known(const char* p, Py_ssize_t n):
+    cdef Py_ssize_t i
+    for i in range(_known_n):
+        if _known_len[i] == n and memcmp(_known_ptr[i], p, n) == 0:
+            return _known_name[i]
+    return None
+
+
+cdef void _learn(const char* p, Py_ssize_t n, object cname):
+    global _known_n
+    if _known_n >= _KNOWN_MAX:
+        return
+    spelling = p[:n]
+    _known_keep.append(spelling)
+    _known_name.append(cname)
+    _known_ptr[_known_n] = <const char*>spelling
+    _known_len[_known_n] = n
+    _known_n += 1
+
+
 cdef bint _is_ascii(const char* p, Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t i
     cdef unsigned char acc = 0
@@ -96,6 +131,11 @@ def split_head(bytes data, dict names, object canonical):
     cdef str value
     cdef object cname
     cdef Py_ssize_t last
+    global _known_for
+    cdef bint learning = names is _known_for
+    if _known_for is None:
+        _known_for = names
+        learning = True
     p = eol + 2 if eol < stop else stop
     while p < stop:
         eol = _crlf(p, stop)
@@ -128,10 +168,14 @@ def split_head(bytes data, dict names, object canonical):
         ne = colon
         while ne > p and _ws((ne - 1)[0]):
             ne -= 1
-        name = _decode(p, ne - p, ascii)
-        cname = names.get(name)
+        cname = _known(p, ne - p) if learning else None
         if cname is None:
-            cname = canonical(name)
+            name = _decode(p, ne - p, ascii)
+            cname = names.get(name)
+            if cname is None:
+                cname = canonical(name)
+            elif learning and ascii:
+                _learn(p, ne - p, cname)
         vs = colon + 1
         ve = eol
         while vs < ve and _ws(vs[0]):

@@ -164,12 +164,14 @@ def _parse_port(text: str, what: str) -> int:
 
 def _attribute_line(attribute: tuple[str, str | None]) -> str:
     """Serialise one (name, value) attribute back to its ``a=`` line."""
-    name, value = attribute
+    name: str = attribute[0]
+    value = attribute[1]
     return "a=" + name if value is None else f"a={name}:{value}"
 
 
 def _direction_of(attributes: list[tuple[str, str | None]]) -> str | None:
     """Return the first direction attribute's name, or None if there is none."""
+    name: str
     for name, value in attributes:
         if value is None and name in DIRECTIONS:
             return name
@@ -207,7 +209,7 @@ class Origin:
         Returns the Origin. Raises SIPParseError unless there are exactly six fields and
         sess-version is a decimal number.
         """
-        parts = value.split()
+        parts: list = value.split()
         if len(parts) != 6:
             raise SIPParseError(f"malformed o= line {_excerpt(value)}: expected 6 fields")
         if not _is_digits(parts[2]):
@@ -242,12 +244,14 @@ class Connection:
         declared family (an FQDN is accepted), or a non-numeric ttl/count. A network or address
         type other than IN/IP4/IP6 gets status 488: it is legal SDP the SBC cannot anchor.
         """
-        parts = value.split()
+        parts: list = value.split()
         if len(parts) != 3:
             raise SIPParseError(
                 f"malformed c= line {_excerpt(value)}: expected '<nettype> <addrtype> <address>'"
             )
-        nettype, addrtype, spec = parts
+        nettype: str = parts[0]
+        addrtype: str = parts[1]
+        spec: str = parts[2]
         if nettype != "IN":
             raise SIPParseError(f"unsupported c= network type {_excerpt(nettype)}", status=488)
         if addrtype != "IP4" and addrtype != "IP6":
@@ -344,7 +348,7 @@ class MediaDescription:
         proto) or the port or port count is not a decimal number in range. No format at all is
         accepted (some stacks decline with ``m=audio 0 RTP/AVP``).
         """
-        parts = value.split()
+        parts: list = value.split()
         if len(parts) < 3:
             raise SIPParseError(
                 f"malformed m= line {_excerpt(value)}: expected '<media> <port> <proto> <fmt>...'"
@@ -449,6 +453,9 @@ class MediaDescription:
         is skipped, not fatal: the codec table must not fail a call over one bad line.
         """
         table: dict[str, tuple[str, int, str | None]] = {}
+        name: str
+        encoding: str
+        pieces: list
         for name, value in self.attributes:
             if name != "rtpmap" or not value:
                 continue
@@ -581,6 +588,13 @@ class SessionDescription:
         malformed ``o=``, ``c=``, ``m=`` or ``b=`` line (see Origin.parse, Connection.parse,
         MediaDescription.parse_m_line).
         """
+        # Locals are annotated where compiled code gains from it: Cython reads a str-typed
+        # variable's characters and length in C (the annotations do nothing in Python).
+        text: str
+        line: str
+        value: str
+        name: str
+        attr_value: str
         if isinstance(data, str):
             text = data
             if len(text) > MAX_SDP_BYTES:
@@ -595,7 +609,7 @@ class SessionDescription:
             text = text.replace("\r\n", "\n")
             if "\r" in text:
                 raise SIPParseError("bare CR in SDP")
-        lines = text.split("\n")
+        lines: list = text.split("\n")
         if len(lines) > MAX_SDP_LINES and any(lines[MAX_SDP_LINES:]):
             raise SIPParseError(f"SDP has more than {MAX_SDP_LINES} lines")
 
@@ -733,7 +747,7 @@ class SessionDescription:
         Returns the body, ending in CRLF. Raises ValueError if a field holds a CR or LF (which
         parse never produces; it guards values a caller set by hand from splitting into lines).
         """
-        out = [f"v={self.version}", f"o={self.origin}", "s=" + self.session_name]
+        out: list = [f"v={self.version}", f"o={self.origin}", "s=" + self.session_name]
         if self.info is not None:
             out.append("i=" + self.info)
         if self.uri is not None:
@@ -756,7 +770,7 @@ class SessionDescription:
         out.extend(self.unknown)
         for media in self.media:
             media._write(out)
-        text = "\r\n".join(out)
+        text: str = "\r\n".join(out)
         if text.count("\n") != len(out) - 1 or text.count("\r") != len(out) - 1:
             raise ValueError("an SDP field contains a line break")
         return (text + "\r\n").encode("utf-8", "surrogateescape")
