@@ -193,6 +193,7 @@ COMPILED_SOURCES = [
     "sbc/b2bua/call.py",
     "sbc/media/anchor.py",
     "sbc/media/manager.py",
+    "sbc/store/cdr.py",
 ]
 # Written at build time: "module sha256" per compiled source (read by sbc/_native.py).
 NATIVE_MANIFEST = "sbc/_native_sources.txt"

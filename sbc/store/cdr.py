@@ -7,9 +7,10 @@ it with :meth:`sbc.store.store.Store.write_cdr` and reads it back with ``list_cd
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 #: Which way the call went through the SBC: carrier -> customer is inbound.
@@ -142,10 +143,58 @@ class CdrRecord:
             raise ValueError(f"duration_s {self.duration_s!r} is negative")
 
 
+#: The cdrs table's columns (all but the id) in the order :func:`cdr_params` gives them; the
+#: store checks at import that its table still has exactly these.
+CDR_PARAM_COLUMNS: tuple[str, ...] = (
+    "call_id", "direction", "caller", "callee", "customer", "carrier", "trunk", "gateway",
+    "attempts", "setup_time", "answer_time", "end_time", "duration_s", "disposition", "sip_code",
+    "hangup_by", "end_reason", "media",
+)  # fmt: skip
+
+
+def cdr_time(value: datetime | None, naive_utc: bool) -> datetime | str | None:
+    """A CDR timestamp as the driver takes it: aware for PostgreSQL (timestamptz); for SQLite
+    naive UTC text in the form SQLAlchemy's DateTime writes and reads (always microseconds),
+    as :class:`~sbc.store.schema.UtcDateTime` would store it. CdrRecord refuses naive times."""
+    if value is None or not naive_utc:
+        return value
+    if value.tzinfo is not UTC:  # the call engine's times are UTC already
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def cdr_params(cdr: CdrRecord, naive_utc: bool) -> tuple[Any, ...]:
+    """One CDR as the driver's positional parameters in :data:`CDR_PARAM_COLUMNS` order, JSON
+    columns as text (what the store's executemany takes; see ``Store.write_cdrs``)."""
+    return (
+        cdr.call_id,
+        cdr.direction,
+        cdr.caller,
+        cdr.callee,
+        cdr.customer,
+        cdr.carrier,
+        cdr.trunk,
+        cdr.gateway,
+        json.dumps([a.to_json() for a in cdr.attempts]),
+        cdr_time(cdr.setup_time, naive_utc),
+        cdr_time(cdr.answer_time, naive_utc),
+        cdr_time(cdr.end_time, naive_utc),
+        cdr.duration_s,
+        cdr.disposition,
+        cdr.sip_code,
+        cdr.hangup_by,
+        cdr.end_reason,
+        json.dumps(dict(cdr.media)),
+    )
+
+
 __all__ = [
     "DIRECTIONS",
     "DISPOSITIONS",
     "HANGUP_PARTIES",
+    "CDR_PARAM_COLUMNS",
     "CdrAttempt",
     "CdrRecord",
+    "cdr_params",
+    "cdr_time",
 ]

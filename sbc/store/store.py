@@ -14,10 +14,9 @@ read at REPEATABLE READ for the same reason.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,7 @@ from routing.model import (
     Trunk,
     TrunkTarget,
 )
-from sbc.store.cdr import CdrAttempt, CdrRecord
+from sbc.store.cdr import CDR_PARAM_COLUMNS, CdrAttempt, CdrRecord, cdr_params
 from sbc.store.migrations import SQLITE_MIGRATION_OPTION, migrate
 from sbc.store.schema import (
     STORE_VERSION_ROW_ID,
@@ -300,7 +299,7 @@ class Store:
         if not cdrs:
             return
         # The statement is compiled once and the rows go to the driver's executemany as
-        # tuples, converted here the way the column types would (see _cdr_params): through the
+        # tuples, converted here the way the column types would (see cdr_params): through the
         # ORM each row cost 50-60 us of the signalling thread, 5 % of a call at load.
         if self._cdr_insert_sql is None:
             self._cdr_insert_sql = str(
@@ -309,7 +308,7 @@ class Store:
                 )
             )
         naive_utc = self.dialect == "sqlite"
-        rows = [_cdr_params(c, naive_utc) for c in cdrs]
+        rows = [cdr_params(c, naive_utc) for c in cdrs]
         async with self._engine.begin() as conn:
             await conn.exec_driver_sql(self._cdr_insert_sql, rows)
 
@@ -575,41 +574,10 @@ def _cdr_values(cdr: CdrRecord) -> dict[str, Any]:
     }
 
 
-# The cdrs columns write_cdrs fills, in statement order (all but the id).
+# The cdrs columns write_cdrs fills, in statement order (all but the id): the order of
+# sbc.store.cdr.cdr_params, which is compiled with the signalling path and cannot see the table.
 _CDR_COLUMNS = tuple(c.name for c in CdrRow.__table__.columns if c.name != "id")
-
-
-def _cdr_time(value: datetime | None, naive_utc: bool) -> datetime | str | None:
-    """A CDR timestamp as the driver takes it: aware for PostgreSQL (timestamptz); for SQLite
-    naive UTC text in the form SQLAlchemy's DateTime writes and reads (always microseconds),
-    as :class:`~sbc.store.schema.UtcDateTime` would store it. CdrRecord refuses naive times."""
-    if value is None or not naive_utc:
-        return value
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
-def _cdr_params(cdr: CdrRecord, naive_utc: bool) -> tuple[Any, ...]:
-    """One CDR as positional parameters in :data:`_CDR_COLUMNS` order (JSON columns as text)."""
-    return (
-        cdr.call_id,
-        cdr.direction,
-        cdr.caller,
-        cdr.callee,
-        cdr.customer,
-        cdr.carrier,
-        cdr.trunk,
-        cdr.gateway,
-        json.dumps([a.to_json() for a in cdr.attempts]),
-        _cdr_time(cdr.setup_time, naive_utc),
-        _cdr_time(cdr.answer_time, naive_utc),
-        _cdr_time(cdr.end_time, naive_utc),
-        cdr.duration_s,
-        cdr.disposition,
-        cdr.sip_code,
-        cdr.hangup_by,
-        cdr.end_reason,
-        json.dumps(dict(cdr.media)),
-    )
+assert _CDR_COLUMNS == CDR_PARAM_COLUMNS, "sbc.store.cdr.CDR_PARAM_COLUMNS must follow the cdrs table"
 
 
 def _cdr_row(cdr: CdrRecord) -> CdrRow:
