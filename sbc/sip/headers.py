@@ -212,12 +212,17 @@ def canonical_name(name: str) -> str:
     extension headers are forwarded as the peer spelt them. Never raises; O(1) after the first call for
     a given spelling (a bounded dict cache in front of the lowercase lookup).
     """
-    cached = _canonical_cache.get(name)
+    # Annotated locals (here and below): compiled code works on dict-, list- and str-typed
+    # locals in C (here the cache's get, len and store, which on the module global go through
+    # attribute lookups; elsewhere str truthiness, indexing, comparisons and methods). Plain
+    # Python ignores the annotations.
+    cache: dict = _canonical_cache
+    cached = cache.get(name)
     if cached is not None:
         return cached
     result = _CANONICAL.get(name.lower(), name)
-    if len(_canonical_cache) < CANONICAL_CACHE_MAX:
-        _canonical_cache[name] = result
+    if len(cache) < CANONICAL_CACHE_MAX:
+        cache[name] = result
     return result
 
 
@@ -242,6 +247,7 @@ def split_commas(value: str, *, what: str = "header") -> list[str]:
         stripped = value.strip()
         return [stripped] if stripped else []
     items: list[str] = []
+    char: str
     start = 0
     pos = 0
     in_angle = False
@@ -299,6 +305,10 @@ def parse_params(text: str, *, what: str = "header") -> dict[str, str | None]:
     is not a token, a duplicate name, ``name=`` with no value, an unterminated or trailing-garbage
     quoted string, or an unquoted value that is neither a token nor a host (``gen-value``).
     """
+    piece: str
+    name: str
+    eq: str
+    value: str
     text = text.strip()
     if not text:
         return {}
@@ -370,7 +380,7 @@ def unquote_string(s: str) -> str:
         return s
     if _QUOTED_RE.fullmatch(s) is None:
         raise SIPParseError(f"malformed quoted string {s!r}")
-    body = s[1:-1]
+    body: str = s[1:-1]
     if "\\" in body:
         body = _QUOTED_PAIR_RE.sub(r"\1", body)
     return body
@@ -471,7 +481,8 @@ def parse_contact(value: str, *, what: str = "Contact") -> list[NameAddr] | Lite
     s = value.strip()
     if s == "*":
         return "*"
-    items = split_commas(s, what=what)
+    item: str
+    items: list = split_commas(s, what=what)
     if not items:
         raise SIPParseError(f"{what}: empty value")
     contacts: list[NameAddr] = []
@@ -508,17 +519,19 @@ def name_addr_view(value: str, *, what: str = "name-addr") -> NameAddr:
     eleven parses a call, six of seven of them values seen before. Successes are memoised
     (bounded by PARSE_CACHE_MAX); a bad value raises every time, naming ``what``.
     """
-    na = _name_addr_cache.get(value)
+    cache: dict = _name_addr_cache
+    na = cache.get(value)
     if na is None:
-        return _remember(_name_addr_cache, value, parse_name_addr(value, what=what))
+        return _remember(cache, value, parse_name_addr(value, what=what))
     return na
 
 
 def contact_view(value: str, *, what: str = "Contact") -> list[NameAddr] | Literal["*"]:
     """:func:`parse_contact` for readers, shared and memoised like :func:`name_addr_view`."""
-    contacts = _contact_cache.get(value)
+    cache: dict = _contact_cache
+    contacts = cache.get(value)
     if contacts is None:
-        return _remember(_contact_cache, value, parse_contact(value, what=what))
+        return _remember(cache, value, parse_contact(value, what=what))
     return contacts
 
 
@@ -567,7 +580,8 @@ class Via:
 
     def copy(self) -> Via:
         """Return an independent copy: mutating its params leaves this Via alone."""
-        return Via(self.protocol, self.transport, self.host, self.port, self.params.copy())
+        params: dict = self.params
+        return Via(self.protocol, self.transport, self.host, self.port, params.copy())
 
     @property
     def rport(self) -> str | None:
@@ -623,7 +637,7 @@ def _check_via_params(params: dict[str, str | None]) -> None:
 
 def _parse_one_via(text: str) -> Via:
     if _split_simple_via is not None:
-        simple = _split_simple_via(text)
+        simple: tuple = _split_simple_via(text)
         if simple is not None:
             transport, sent_by, params = simple
             host, port = parse_hostport(sent_by, what="Via")
@@ -680,10 +694,12 @@ def via_view(value: str) -> tuple[Via, ...]:
     request's by validation, the transaction layer and ``stamp_via``, the SBC's own Via by every
     response to the same request (100, 180, 200). A bad value raises every time.
     """
-    cached = _via_cache.get(value)
+    cache: dict = _via_cache
+    cached = cache.get(value)
     if cached is not None:
         return cached
-    items = split_commas(value, what="Via")
+    item: str
+    items: list = split_commas(value, what="Via")
     if not items:
         raise SIPParseError("Via: empty value")
     vias: list[Via] = []
@@ -691,7 +707,7 @@ def via_view(value: str) -> tuple[Via, ...]:
         if not item:
             raise SIPParseError("Via: empty element in list")
         vias.append(_parse_one_via(item))
-    return _remember(_via_cache, value, tuple(vias))
+    return _remember(cache, value, tuple(vias))
 
 
 _via_cache: dict[str, tuple[Via, ...]] = {}
@@ -749,6 +765,10 @@ def parse_auth_params(value: str) -> tuple[str, dict[str, str]]:
     rest = s[match.end() :]
     if not rest:
         return scheme, params
+    item: str
+    name: str
+    eq: str
+    raw: str
     for item in split_commas(rest, what="Authorization"):
         name, eq, raw = item.partition("=")
         name = name.strip()

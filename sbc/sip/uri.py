@@ -166,13 +166,17 @@ def parse_hostport(text: str, *, what: str = "host") -> tuple[str, int | None]:
     IPv6 address (RFC 5118 §4.2), a malformed IPv4/IPv6 address or hostname, or a bad/out-of-range port.
     Successful results are memoised (bounded by PARSE_CACHE_MAX); errors are always recomputed.
     """
-    cached = _hostport_cache.get(text)
+    # Annotated locals (here and below): compiled code works on dict- and str-typed locals in C
+    # (here the memo's get, len, clear and store, which on the module global go through
+    # attribute lookups). Plain Python ignores the annotations.
+    cache: dict = _hostport_cache
+    cached = cache.get(text)
     if cached is not None:
         return cached
     result = _parse_hostport(text, what)
-    if len(_hostport_cache) >= PARSE_CACHE_MAX:
-        _hostport_cache.clear()
-    _hostport_cache[text] = result
+    if len(cache) >= PARSE_CACHE_MAX:
+        cache.clear()
+    cache[text] = result
     return result
 
 
@@ -287,7 +291,7 @@ class SipURI:
     @property
     def transport(self) -> str | None:
         """The lowercased ``transport`` parameter, or None when absent or valueless."""
-        value = self.params.get("transport")
+        value: str = self.params.get("transport")
         return value.lower() if value else None
 
     @property
@@ -307,14 +311,16 @@ class SipURI:
 
     def copy(self) -> SipURI:
         """Return an independent copy: mutating its params/headers leaves this URI alone."""
+        params: dict = self.params
+        headers: dict = self.headers
         return SipURI(
             self.scheme,
             self.user,
             self.password,
             self.host,
             self.port,
-            self.params.copy(),
-            self.headers.copy(),
+            params.copy(),
+            headers.copy(),
         )
 
     def __str__(self) -> str:
@@ -356,7 +362,8 @@ class TelURI:
 
     def copy(self) -> TelURI:
         """Return an independent copy: mutating its params leaves this URI alone."""
-        return TelURI(self.number, self.params.copy())
+        params: dict = self.params
+        return TelURI(self.number, params.copy())
 
     def __str__(self) -> str:
         """Serialise back to ``tel:number;params``."""
@@ -428,7 +435,7 @@ def _parse_sip(scheme: str, rest: str, what: str) -> SipURI:
 
 def _parse_tel(rest: str, what: str) -> TelURI:
     number_text, semi, param_text = rest.partition(";")
-    number = _unescape(number_text, what, "telephone number")
+    number: str = _unescape(number_text, what, "telephone number")
     if number.startswith("+"):
         if _TEL_GLOBAL_RE.fullmatch(number) is None:
             raise _error(what, f"bad global telephone number {number!r}")
@@ -458,13 +465,14 @@ def parse_uri(text: str, *, what: str = "URI") -> URI:
     Every call returns a fresh object the caller may mutate: successful parses are memoised (bounded by
     PARSE_CACHE_MAX) and a hit hands back a copy, because dialog URIs recur in every message.
     """
-    cached = _uri_cache.get(text)
+    cache: dict = _uri_cache
+    cached = cache.get(text)
     if cached is not None:
         return cached.copy()
     uri = _parse_uri(text, what)
-    if len(_uri_cache) >= PARSE_CACHE_MAX:
-        _uri_cache.clear()
-    _uri_cache[text] = uri.copy()
+    if len(cache) >= PARSE_CACHE_MAX:
+        cache.clear()
+    cache[text] = uri.copy()
     return uri
 
 
