@@ -1,14 +1,15 @@
 # Augments call.py when setup.py compiles it: the call and its legs become extension types, as
-# the SIP types do (see sbc/sip/uri.pxd). A field added in the .py must be declared here.
+# the SIP types do (see sbc/sip/uri.pxd). A field added in the .py must be declared here. Fields
+# typed str/list/dict/set/Leg hold that type or None (compiled code reads them without lookups).
 cdef class Leg:
-    cdef public object call_id
-    cdef public object local_tag
-    cdef public object local_uri
-    cdef public object remote_uri
+    cdef public str call_id
+    cdef public str local_tag
+    cdef public str local_uri
+    cdef public str remote_uri
     cdef public object peer
-    cdef public object remote_tag
-    cdef public object remote_target
-    cdef public object route_set
+    cdef public str remote_tag
+    cdef public str remote_target
+    cdef public list route_set
     cdef public object local_cseq
     cdef public object remote_cseq
     cdef public object invite
@@ -36,9 +37,9 @@ cdef class Origin:
     cdef public object fallbacks
 
 cdef class Call:
-    cdef public object id
-    cdef public object direction
-    cdef public object a
+    cdef public str id
+    cdef public str direction
+    cdef public Leg a
     cdef public object caller
     cdef public object callee
     cdef public object setup_at
@@ -47,10 +48,10 @@ cdef class Call:
     cdef public object carrier
     cdef public object trunk
     cdef public object gateway
-    cdef public object b
+    cdef public Leg b
     cdef public object state
     cdef public object failover
-    cdef public object targets
+    cdef public list targets
     cdef public object target_index
     cdef public object scopes
     cdef public object carrier_scope
@@ -61,9 +62,9 @@ cdef class Call:
     cdef public object end_reason
     cdef public object media
     cdef public object session_expires_at
-    cdef public object media_stats
+    cdef public dict media_stats
     cdef public object caller_cancelled
-    cdef public object attempts
+    cdef public list attempts
     cdef public object attempt_deadline
     cdef public object got_provisional
     cdef public object a_final_sent
@@ -75,12 +76,12 @@ cdef class Call:
     cdef public object b_ack
     cdef public object max_end_at
     cdef public object timer_entries
-    cdef public object pending
+    cdef public PendingReinvite pending
     cdef public object reinvite_ack
-    cdef public object dead_b_keys
-    cdef public object late_answers
+    cdef public set dead_b_keys
+    cdef public dict late_answers
     cdef public object origin
-    cdef public object dtmf
+    cdef public list dtmf
     cdef public object a_100rel
     cdef public object a_rseq
     cdef public object a_rel_pending

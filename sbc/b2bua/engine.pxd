@@ -3,7 +3,7 @@
 # must be declared here too.
 # Annotations "call: Call", "leg: Leg", "req: Request" and "resp: Response" in engine.py become
 # typed (their fields read as struct members); such an argument must never be None ("Call | None"
-# where it may be).
+# where it may be). Fields typed dict/list hold one (their methods are then direct C calls).
 from sbc.b2bua.call cimport Call, Leg
 from sbc.sip.message cimport Request, Response
 cdef class _Isolated:
@@ -30,11 +30,11 @@ cdef class B2BUA:
     cdef public object tables
     cdef public object rates
     cdef public object calls_in_progress
-    cdef public object calls
-    cdef public object _dialogs
-    cdef public object _by_server_key
-    cdef public object _by_client_key
-    cdef public object _relay_map
-    cdef public object _timers
+    cdef public dict calls
+    cdef public dict _dialogs
+    cdef public dict _by_server_key
+    cdef public dict _by_client_key
+    cdef public dict _relay_map
+    cdef public list _timers
     cdef public object _stale_timers
     cdef public object _seq
