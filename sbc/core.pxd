@@ -3,11 +3,12 @@
 # declared here too. Annotations "req: Request" and "resp: Response" in core.py become typed (their
 # fields read as struct members); such an argument must never be None.
 from sbc.sip.message cimport Request, Response
+from sbc.sip.transaction cimport TransactionLayer
 
 cdef class SipCore:
     cdef dict __dict__
-    cdef public object local_hosts
-    cdef public object transactions
+    cdef public set local_hosts
+    cdef public TransactionLayer transactions
     cdef public object policy
     cdef public object user_agent
     cdef public object on_invite
@@ -15,9 +16,9 @@ cdef class SipCore:
     cdef public object force_rport
     cdef public object admission
     cdef public object stats
-    cdef public object _stateless
+    cdef public list _stateless
     cdef public object on_response
     cdef public object on_event
     cdef public object dialog_handler
-    cdef public object timer_owners
+    cdef public list timer_owners
     cdef public object divert
