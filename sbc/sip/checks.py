@@ -68,6 +68,10 @@ class UasPolicy:
 
 
 def _media_range_matches(accept_value: str, produced: tuple[str, ...]) -> bool:
+    # The str/list annotations on locals here and below are for the compiled build (setup.py):
+    # Cython then compares and searches them in C. Plain Python ignores them.
+    item: str
+    media: str
     for item in split_commas(accept_value):
         media = item.split(";", 1)[0].strip().lower()
         if media in ("*/*", ""):
@@ -97,7 +101,7 @@ def check_request(
     problem = semantic_problem(request)
     if problem is not None:
         return make_response(request, 400, problem, to_tag=to_tag)
-    method = request.method
+    method: str = request.method
     if method not in policy.allowed_methods:
         # §8.2.1: a method we do not know at all is 501; REFER/SUBSCRIBE... are known but not
         # allowed here, and RFC 3261 calls that 405. Both carry Allow.
@@ -109,7 +113,7 @@ def check_request(
     if not isinstance(uri, (SipURI, TelURI)):
         return make_response(request, 416, to_tag=to_tag)
     if forwarding:
-        mf = request.get("Max-Forwards")
+        mf: str = request.get("Max-Forwards")
         if mf is not None and int(mf.strip()) == 0:
             return make_response(request, 483, to_tag=to_tag)
     if method not in _NO_EXTENSION_CHECK:
@@ -122,10 +126,10 @@ def check_request(
         if unknown:
             return make_response(request, 420, to_tag=to_tag, headers=[("Unsupported", ", ".join(unknown))])
         if request.body or request.get("Content-Type"):
-            ctype = request.content_type
+            ctype: str = request.content_type
             if ctype is not None and ctype not in policy.accepted_types:
                 return make_response(request, 415, to_tag=to_tag, headers=[("Accept", policy.accept_header)])
-            encodings = request.values("Content-Encoding")
+            encodings: list = request.values("Content-Encoding")
             if any(e.lower() not in policy.accepted_encodings for e in encodings):
                 return make_response(
                     request,
@@ -133,7 +137,7 @@ def check_request(
                     to_tag=to_tag,
                     headers=[("Accept-Encoding", ", ".join(policy.accepted_encodings))],
                 )
-        accept = request.get("Accept")
+        accept: str = request.get("Accept")
         if (
             accept is not None
             and method in ("INVITE", "OPTIONS", "UPDATE")
@@ -152,7 +156,9 @@ def semantic_problem(request: Request) -> str | None:
     twice (§7.3.1, RFC 4475 §3.3.8), several Content-Length values (RFC 4475 §3.3.9).
     The text is used as the 400's reason phrase.
     """
-    missing = request.missing(MANDATORY_REQUEST_HEADERS)
+    name: str
+    value: str
+    missing: list = request.missing(MANDATORY_REQUEST_HEADERS)
     if missing:
         return "Missing " + ", ".join(missing)
     seen: set[str] = set()

@@ -167,6 +167,9 @@ class Message:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """Return the first value of header ``name`` or ``default``."""
+        # The str/list annotations on locals here and below are for the compiled build (setup.py):
+        # Cython then compares, slices and searches them in C. Plain Python ignores them.
+        cname: str
         cname = _NAME_CACHE_GET(name)
         if cname is None:
             cname = canonical_name(name)
@@ -262,6 +265,10 @@ class Message:
     @property
     def cseq(self) -> tuple[int, str]:
         """``(sequence number, method)`` from CSeq; raises SIPParseError when absent or bad."""
+        v: str
+        num: str
+        sp: str
+        method: str
         c = self._cache.get("cseq")
         if c is None:
             v = self._first("CSeq")
@@ -279,7 +286,7 @@ class Message:
     @property
     def top_via(self) -> str:
         """The raw text of the topmost Via value; raises SIPParseError when there is no Via."""
-        v = self._first("Via")
+        v: str = self._first("Via")
         if v is None:
             raise SIPParseError("missing Via")
         if "," in v:
@@ -291,7 +298,7 @@ class Message:
         """The top Via's branch parameter, or None (RFC 2543 peers may omit it)."""
         b = self._cache.get("branch", False)
         if b is False:
-            via = self.top_via
+            via: str = self.top_via
             i = via.find(";branch=")
             if i >= 0:  # fast path: no whitespace around '=' (what nearly every UA sends)
                 i += 8
@@ -318,7 +325,7 @@ class Message:
     @property
     def content_type(self) -> str | None:
         """The media type of the body, lowercased without parameters, or None."""
-        v = self.get("Content-Type")
+        v: str = self.get("Content-Type")
         if v is None:
             return None
         return v.split(";", 1)[0].strip().lower()
@@ -338,6 +345,8 @@ class Message:
 
     def to_bytes(self) -> bytes:
         """Serialise with CRLF line ends; Content-Length always states the body's real length."""
+        n: str
+        v: str
         body = self.body
         lines = [self.start_line()]
         has_length = False
@@ -409,6 +418,7 @@ class Message:
 
 def _tag_of(value: str | None) -> str | None:
     """The tag header parameter of a From/To value (never a tag inside the <URI>)."""
+    tag: str
     if not value:
         return None
     gt = value.rfind(">")
@@ -575,6 +585,12 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     400 for everything else (including a datagram shorter than its Content-Length).
     ``stream`` marks a message framed off TCP/TLS, where Content-Length is mandatory.
     """
+    start: str
+    lengths: list
+    parts: list
+    method: str
+    uri: str
+    version: str
     if data[:1] in b"\r\n":
         data = data.lstrip(b"\r\n")
     split = None
@@ -618,7 +634,7 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
         msg = Request(method, uri, headers)
 
     if len(lengths) == 1:
-        length_value = lengths[0]
+        length_value: str = lengths[0]
         length = (
             int(length_value)
             if length_value.isdigit()
@@ -652,6 +668,8 @@ def make_response(
     Copies Via (all, in order), From, To, Call-ID and CSeq; adds ``to_tag`` to To when the
     request's To has none (every final response except 100 needs one; the caller supplies it).
     """
+    n: str
+    v: str
     hdrs: list[tuple[str, str]] = []
     for n, v in request.headers:
         if n in ("Via", "From", "Call-ID", "CSeq"):

@@ -414,7 +414,9 @@ class TransactionLayer:
         return self._receive_request(msg, source, now)
 
     def _receive_response(self, resp: Response, source: Address, now: float) -> list[Event]:
-        branch = resp.branch
+        # The str/tuple/list annotations on locals here and below are for the compiled build
+        # (setup.py): Cython then compares, indexes and unpacks them in C. Python ignores them.
+        branch: str = resp.branch
         tx = None
         if branch is not None:
             tx = self._clients.get(("C", branch.lower(), resp.cseq[1]))
@@ -435,7 +437,8 @@ class TransactionLayer:
         return events
 
     def _receive_request(self, req: Request, source: Address, now: float) -> list[Event]:
-        method = req.method
+        key: tuple
+        method: str = req.method
         if method == "ACK":
             key = self._server_key(req, "INVITE")
             tx = self._find_2543_invite_for_ack(key) if key[0] == "S2543" else self._servers.get(key)
@@ -476,9 +479,10 @@ class TransactionLayer:
         return tx
 
     def _server_key(self, req: Request, method: str) -> TransactionKey:
-        branch = req.branch
+        host: str
+        branch: str = req.branch
         if branch is not None and is_rfc3261_branch(branch):
-            top_via = req.top_via
+            top_via: str = req.top_via
             m = _SENT_BY_RE.match(top_via)
             if m is not None:
                 host = m.group(1).lower()
@@ -513,10 +517,10 @@ class TransactionLayer:
         TransactionError when a transaction with the same branch and method exists; the layer is
         unchanged then. Leaves the new transaction in Calling (INVITE) or Trying.
         """
-        method = request.method
+        method: str = request.method
         if method == "ACK":
             raise ValueError("ACK is not a transaction; send it with send_stateless()")
-        branch = request.branch
+        branch: str = request.branch
         if not is_rfc3261_branch(branch):
             raise ValueError(f"top Via needs a branch starting with {MAGIC_COOKIE}, got {branch!r}")
         key: TransactionKey = ("C", branch.lower(), method)  # type: ignore[union-attr]
@@ -526,7 +530,7 @@ class TransactionLayer:
         return key
 
     def _start_client(self, key: TransactionKey, request: Request, dest: Address, now: float) -> None:
-        method = request.method
+        method: str = request.method
         kind = Kind.INVITE_CLIENT if method == "INVITE" else Kind.NON_INVITE_CLIENT
         tx = _Transaction(kind, key, method, request, dest)
         tx.wire = request.to_bytes()
@@ -622,9 +626,9 @@ class TransactionLayer:
         Amortised O(1): stale heap entries on top are discarded first. Leaves state unchanged
         apart from that clean-up.
         """
-        heap = self._heap
+        heap: list = self._heap
         while heap:
-            entry = heap[0]
+            entry: tuple = heap[0]
             if self._timer_live(entry):
                 return entry[0]
             heapq.heappop(heap)
@@ -640,7 +644,8 @@ class TransactionLayer:
         :class:`TransactionTerminated` and is removed. Calling it early or twice is harmless.
         """
         events: list[Event] = []
-        heap = self._heap
+        heap: list = self._heap
+        entry: tuple
         while heap and heap[0][0] <= now:
             entry = heapq.heappop(heap)
             if not self._timer_live(entry):
@@ -700,7 +705,7 @@ class TransactionLayer:
         self._push(when, tx, timer)
 
     def _push(self, when: float, tx: _Transaction, timer: Input) -> None:
-        heap = self._heap
+        heap: list = self._heap
         heapq.heappush(heap, (when, next(self._seq), tx, timer))
         if self._stale > len(heap) // 2 and len(heap) >= HEAP_COMPACT_MIN:
             # In place: handle_timer() may be iterating over this very list.
@@ -719,12 +724,14 @@ class TransactionLayer:
         events: list[Event],
     ) -> bool:
         """Run the table row for ``(tx.state, inp)``; return False when there is none (absorbed)."""
-        row = tx.table.get((tx.state, inp))
+        actions: tuple
+        timers: tuple
+        row: tuple = tx.table.get((tx.state, inp))
         if row is None:
             return False
         new_state, actions, timers = row
         tx.state = new_state
-        out = self._outgoing
+        out: list = self._outgoing
         for action in actions:
             if action is _A.PASS_UP:
                 events.append(ResponseReceived(msg, tx.key))  # type: ignore[arg-type]
