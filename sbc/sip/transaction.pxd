@@ -1,11 +1,13 @@
 # Augments transaction.py when setup.py compiles it: the transaction record and the layer become
 # extension types, so the layer's methods read their fields as struct members (see README,
-# Benchmarks). A field added in transaction.py must be declared here too.
+# Benchmarks). A field added in transaction.py must be declared here too. The dict, list and tuple
+# fields are typed (transaction.py only ever stores those) so that the layer's methods use them
+# through the C API; assigning another type raises TypeError.
 cdef class _Transaction:
     cdef public object kind
-    cdef public object table
+    cdef public dict table
     cdef public object state
-    cdef public object key
+    cdef public tuple key
     cdef public object method
     cdef public object request
     cdef public object peer
@@ -23,10 +25,10 @@ cdef class TransactionLayer:
     cdef dict __dict__
     cdef public object config
     cdef public object stats
-    cdef public object _clients
-    cdef public object _servers
-    cdef public object _outgoing
-    cdef public object _heap
+    cdef public dict _clients
+    cdef public dict _servers
+    cdef public list _outgoing
+    cdef public list _heap
     cdef public object _seq
     cdef public object _stale
     cdef public object _durations
