@@ -136,12 +136,18 @@ def wait_for(cond, timeout: float = RECV_TIMEOUT) -> bool:
     return cond()
 
 
-def test_both_directions_relayed_from_relay_ports(engine: RelayEngine, peers: tuple[Peer, Peer]) -> None:
-    a, b = peers
+def connected(engine: RelayEngine, a: Peer, b: Peer) -> tuple[int, int, int]:
+    """A new session with leg A pointed at ``a`` and leg B at ``b``: (id, A's RTP port, B's)."""
     sid = engine.allocate()
     (a_rtp, _), (b_rtp, _) = engine.ports(sid)
     engine.set_peer(sid, LEG_A, a.addr)
     engine.set_peer(sid, LEG_B, b.addr)
+    return sid, a_rtp, b_rtp
+
+
+def test_both_directions_relayed_from_relay_ports(engine: RelayEngine, peers: tuple[Peer, Peer]) -> None:
+    a, b = peers
+    sid, a_rtp, b_rtp = connected(engine, a, b)
     for seq in range(20):
         a.send(rtp(seq, seq * 160), a_rtp)
         data, src = b.recv()
@@ -164,10 +170,7 @@ def test_free_with_stats_only_returns_the_stream_statistics(engine: RelayEngine,
     """free(stats_only=True) gives each direction's statistics as stats() does, without the
     addresses and timers: what a CDR keeps."""
     a, b = peers
-    sid = engine.allocate()
-    (a_rtp, _), (b_rtp, _) = engine.ports(sid)
-    engine.set_peer(sid, LEG_A, a.addr)
-    engine.set_peer(sid, LEG_B, b.addr)
+    sid, a_rtp, _ = connected(engine, a, b)
     for seq in range(5):
         a.send(rtp(seq, seq * 160), a_rtp)
         b.recv()
