@@ -194,6 +194,8 @@ COMPILED_SOURCES = [
     "sbc/media/anchor.py",
     "sbc/media/manager.py",
     "sbc/store/cdr.py",
+    "sbc/metrics.py",
+    "sbc/transport/udp.py",
 ]
 # Written at build time: "module sha256" per compiled source (read by sbc/_native.py).
 NATIVE_MANIFEST = "sbc/_native_sources.txt"
