@@ -202,7 +202,7 @@ class SipCore:
             metrics.SIP_REQUESTS_REJECTED.labels(str(refusal.status)).inc()
             self.respond(key, refusal, now)
             return
-        method = req.method
+        method: str = req.method
         # A CANCEL is hop-by-hop (RFC 3261 §9.2): it belongs to the INVITE transaction it names, even
         # when that INVITE was a re-INVITE and the CANCEL carries the dialog's tags.
         if (

@@ -248,9 +248,10 @@ def _without_tag_text(value: str) -> str | None:
 
 def strip_tag(name_addr: str) -> str:
     """The From/To value without its tag parameter (kept as angle-bracket name-addr)."""
-    key = _without_tag_text(name_addr)
+    cache: dict = _untagged
+    key: str = _without_tag_text(name_addr)
     if key is not None:
-        cached = _untagged.get(key)
+        cached = cache.get(key)
         if cached is not None:
             return cached
     na = name_addr_view(name_addr)
@@ -258,9 +259,9 @@ def strip_tag(name_addr: str) -> str:
         na = NameAddr(na.display_name, na.uri, {k: v for k, v in na.params.items() if k != "tag"})
     text = str(na)
     if key is not None:
-        if len(_untagged) >= PARSE_CACHE_MAX:
-            _untagged.clear()
-        _untagged[key] = text
+        if len(cache) >= PARSE_CACHE_MAX:
+            cache.clear()
+        cache[key] = text
     return text
 
 
@@ -289,10 +290,10 @@ def target_address(uri_text: str, default_transport: str, fallback: Address) -> 
         return fallback
     if not isinstance(uri, SipURI):
         return fallback
-    host = uri.host.strip("[]")
+    host: str = uri.host.strip("[]")
     if not is_ip_literal(host):
         return fallback
-    transport = (uri.transport or default_transport).lower()
+    transport: str = (uri.transport or default_transport).lower()
     port = uri.port or (5061 if transport == "tls" else 5060)
     if transport == fallback.transport and host == fallback.host and port == fallback.port:
         return fallback
@@ -339,10 +340,10 @@ def build_in_dialog(
     Uses a new CSeq unless ``cseq`` is given (ACK and CANCEL reuse the INVITE's), the remote
     target as Request-URI and the route set as Route. The top Via gets a fresh branch.
     """
-    uri = leg.remote_target or leg.remote_uri
+    uri: str = leg.remote_target or leg.remote_uri
     if uri.startswith("<") or '"' in uri:
         uri = str(name_addr_view(uri).uri)
-    transport = leg.peer.transport.upper()
+    transport: str = leg.peer.transport.upper()
     remote = leg.remote_uri + (f";tag={leg.remote_tag}" if leg.remote_tag else "")
     headers = [
         ("Via", f"SIP/2.0/{transport} {via_host}:{via_port};branch={make_branch()};rport"),

@@ -219,8 +219,8 @@ class B2BUA:
             self._stale_timers = 0
 
     def _pop_timer(self) -> tuple[float, int, Call, str]:
-        entry = heapq.heappop(self._timers)
-        call = entry[2]
+        entry: tuple = heapq.heappop(self._timers)
+        call: Call = entry[2]
         call.timer_entries -= 1
         if call.state is CallState.ENDED and self._stale_timers:
             self._stale_timers -= 1
@@ -235,6 +235,8 @@ class B2BUA:
     def handle_timer(self, now: float) -> None:
         """Run every due call timer. Never raises: a failure in one call's timer ends that
         call (:meth:`_abort`) and the other timers still run."""
+        call: Call
+        what: str
         while self._timers and self._timers[0][0] <= now:
             when, _, call, what = self._pop_timer()
             if call.state is CallState.ENDED:
@@ -552,7 +554,7 @@ class B2BUA:
 
     def _send_invite(self, call: Call, uri: str, dest: Address, attempt: Attempt | None, now: float) -> None:
         host, port = self.local_address(dest.transport)
-        a_inv = call.a.invite
+        a_inv: Request = call.a.invite
         assert a_inv is not None or call.origin is not None
         display = call.caller_display
         caller = call.caller or "anonymous"
@@ -585,7 +587,7 @@ class B2BUA:
             mf = int((a_inv.get("Max-Forwards") if a_inv is not None else None) or 70)
         except ValueError:
             mf = 70
-        req = build_in_dialog(
+        req: Request = build_in_dialog(
             leg,
             "INVITE",
             via_host=_host(host),
@@ -660,14 +662,16 @@ class B2BUA:
             self._stray(event.response, event.source, now)
             return
         assert isinstance(event, ResponseReceived)
-        entry = self._by_client_key.get(event.key)
+        call: Call
+        kind: str
+        entry: tuple = self._by_client_key.get(event.key)
         if entry is None:
             if self.prober.owns(event.key):
                 with self._isolated(None, now):
                     self.prober.on_response(event.key, event.response, now)
             return
         call, kind = entry
-        resp = event.response
+        resp: Response = event.response
         with self._isolated(call, now):
             if kind == "invite":
                 self._invite_response(call, event.key, resp, now)
@@ -766,10 +770,10 @@ class B2BUA:
     def _session_refreshed(self, call: Call, resp: Response, now: float) -> None:
         """A 2xx to INVITE/UPDATE carrying Session-Expires (RFC 4028) restarts the session
         watchdog: without another refresh by then, the session is dead and both legs get BYE."""
-        value = resp.get("Session-Expires") or resp.get("x")
+        value: str = resp.get("Session-Expires") or resp.get("x")
         if not value:
             return
-        seconds = value.split(";", 1)[0].strip()
+        seconds: str = value.split(";", 1)[0].strip()
         if not seconds.isdigit() or int(seconds) < MIN_SESSION_EXPIRES_S:
             return
         call.session_expires_at = now + int(seconds)
@@ -972,6 +976,7 @@ class B2BUA:
 
     def _on_event(self, event: object, now: float) -> None:
         """CANCELs, ACKs and transaction ends from the core. Never raises (see :meth:`_isolated`)."""
+        entry: tuple
         if isinstance(event, tuple) and event and event[0] == "cancel":
             _, invite_key, cancel = event
             call = self._by_server_key.get(invite_key)
@@ -1053,7 +1058,9 @@ class B2BUA:
         self._finish(call, now, 487, hangup_by="caller", reason="cancelled")
 
     def _on_ack(self, ack: Request, now: float) -> None:
-        entry = self._dialogs.get((ack.call_id, ack.to_tag or ""))
+        call: Call
+        leg: Leg
+        entry: tuple = self._dialogs.get((ack.call_id, ack.to_tag or ""))
         if entry is None:
             return
         call, leg = entry
@@ -1100,7 +1107,9 @@ class B2BUA:
         """A request with a To tag: handle it when it belongs to one of our dialogs and return
         True (answered or relayed), else False (the core answers 481). Never raises: a failure
         ends this call alone and the request gets 500."""
-        entry = self._dialogs.get((req.call_id, req.to_tag or ""))
+        call: Call
+        leg: Leg
+        entry: tuple = self._dialogs.get((req.call_id, req.to_tag or ""))
         if entry is None:
             return False
         call, leg = entry
@@ -1113,7 +1122,7 @@ class B2BUA:
             self.core.respond(key, make_response(req, 500, "Out Of Order CSeq", to_tag=None), now)
             return
         leg.remote_cseq = req.cseq[0]
-        method = req.method
+        method: str = req.method
         if method == "BYE":
             self.core.respond(key, make_response(req, 200), now)
             if leg is call.a and call.answered_at is None:
@@ -1304,14 +1313,15 @@ class B2BUA:
         call.pending = None
 
     def _relay_response(self, call: Call, key: TransactionKey, resp: Response, now: float) -> None:
-        entry = self._relay_map.get(key)
+        orig: Request
+        entry: tuple = self._relay_map.get(key)
         if entry is None:
             return
         server_key, orig = entry
         if resp.status < 200 and resp.status == 100:
             return
-        entry_leg = self._dialogs.get((orig.call_id, orig.to_tag or ""))
-        leg = entry_leg[1] if entry_leg else call.a
+        entry_leg: tuple = self._dialogs.get((orig.call_id, orig.to_tag or ""))
+        leg: Leg = entry_leg[1] if entry_leg else call.a
         self.core.respond(server_key, self._mirror(call, orig, resp, leg), now)
         if resp.status >= 200:
             self._relay_map.pop(key, None)
@@ -1339,7 +1349,7 @@ class B2BUA:
         (SIP-I), anything else unchanged.
         Raises MediaError when the SDP cannot be anchored."""
         body = msg.body
-        ctype = msg.content_type
+        ctype: str = msg.content_type
         if self.media is None or not body or ctype is None:
             return body
         if ctype != "application/sdp" and not ctype.startswith("multipart/"):

@@ -52,6 +52,8 @@ class StreamPeer:
 
 def describe(sdp: SessionDescription) -> list[StreamPeer]:
     """Every m= line of ``sdp`` as a :class:`StreamPeer`, in order."""
+    name: str
+    rtpmap: dict
     out: list[StreamPeer] = []
     for i, m in enumerate(sdp.media):
         conn = m.effective_connection(sdp)

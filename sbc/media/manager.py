@@ -15,7 +15,7 @@ from rtp_relay_ext import LEG_A, LEG_B, PoolExhausted, RelayEngine, RelayError
 
 from ..sip.errors import SIPParseError
 from ..sip.sdp import SessionDescription
-from .anchor import anchor, describe
+from .anchor import StreamPeer, anchor, describe
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +95,17 @@ class MediaManager:
             sdp = SessionDescription.parse(body)
         except SIPParseError as e:
             raise MediaError(f"bad SDP: {e.reason}", 488) from None
-        peers = describe(sdp)
+        peer: StreamPeer
+        peers: list = describe(sdp)
         leg = SIDE_LEG[side]
         other = LEG_B if leg == LEG_A else LEG_A
         ports: list[tuple[int, int] | None] = []
+        sessions: list = media.sessions
+        quiet: dict = media.quiet
         for peer in peers:
-            while len(media.sessions) <= peer.index:
-                media.sessions.append(None)
-            sid = media.sessions[peer.index]
+            while len(sessions) <= peer.index:
+                sessions.append(None)
+            sid = sessions[peer.index]
             if peer.declined:
                 ports.append(None)
                 continue
@@ -119,7 +122,7 @@ class MediaManager:
                     # a capacity limit like the port range, not a fault of this call.
                     log.warning("relay cannot open a session: %s", e)
                     raise MediaError(f"relay cannot open sockets: {e}", 503) from None
-                media.sessions[peer.index] = sid
+                sessions[peer.index] = sid
                 self.by_session[sid] = owner
             try:
                 if peer.address is not None:
@@ -127,8 +130,8 @@ class MediaManager:
                     self.engine.set_peer(
                         sid, leg, (peer.address, peer.rtp_port), rtcp, rtcp_mux=peer.rtcp_mux
                     )
-                media.quiet[(peer.index, side)] = peer.quiet
-                held = media.quiet.get((peer.index, "a"), False) or media.quiet.get((peer.index, "b"), False)
+                quiet[(peer.index, side)] = peer.quiet
+                held = quiet.get((peer.index, "a"), False) or quiet.get((peer.index, "b"), False)
                 self.engine.set_hold(sid, held)
             except (RelayError, ValueError) as e:
                 raise MediaError(f"relay refused the peer: {e}", 488) from None
@@ -163,11 +166,12 @@ class MediaManager:
         if media.freed:
             return {}
         media.freed = True
+        by_session: dict = self.by_session
         out = {}
         for i, sid in enumerate(media.sessions):
             if sid is None:
                 continue
-            self.by_session.pop(sid, None)
+            by_session.pop(sid, None)
             try:
                 out[str(i)] = _summary(self.engine.free(sid, stats_only=True))
             except RelayError:
