@@ -20,7 +20,7 @@ from ..sip.headers import NameAddr, contact_view, is_token, name_addr_view
 from ..sip.message import Request
 from ..sip.randomness import random_hex
 from ..sip.transaction import make_branch
-from ..sip.uri import PARSE_CACHE_MAX, SipURI, parse_uri
+from ..sip.uri import PARSE_CACHE_MAX, SipURI, parse_uri, remember
 from ..transport.steering import PLACEMENT
 
 # RFC 3261 §8.1.1.6: 70 is the recommended initial Max-Forwards.
@@ -259,9 +259,7 @@ def strip_tag(name_addr: str) -> str:
         na = NameAddr(na.display_name, na.uri, {k: v for k, v in na.params.items() if k != "tag"})
     text = str(na)
     if key is not None:
-        if len(cache) >= PARSE_CACHE_MAX:
-            cache.clear()
-        cache[key] = text
+        remember(cache, key, text)
     return text
 
 

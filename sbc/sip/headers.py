@@ -14,10 +14,10 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Literal
 
 from sbc.sip.errors import SIPParseError
-from sbc.sip.uri import PARSE_CACHE_MAX, URI, format_host, parse_hostport, parse_uri
+from sbc.sip.uri import URI, format_host, parse_hostport, parse_uri, remember
 
 try:  # the C splitter for the common Via shape (sbc/sip/_speedups.pyx); the full parser below
     from sbc.sip._speedups import split_simple_via as _split_simple_via
@@ -495,19 +495,8 @@ def parse_contact(value: str, *, what: str = "Contact") -> list[NameAddr] | Lite
     return contacts
 
 
-_T = TypeVar("_T")
 _name_addr_cache: dict[str, NameAddr] = {}
 _contact_cache: dict[str, list[NameAddr] | Literal["*"]] = {}
-
-
-def _remember(cache: dict, value: str, result: _T) -> _T:
-    """Memoise ``result`` as the parse of ``value`` in ``cache`` (one of the *_view caches, each
-    emptied whole once it holds PARSE_CACHE_MAX values); return it. Only a miss calls this: the
-    views' hits stay one dict lookup."""
-    if len(cache) >= PARSE_CACHE_MAX:
-        cache.clear()
-    cache[value] = result
-    return result
 
 
 def name_addr_view(value: str, *, what: str = "name-addr") -> NameAddr:
@@ -522,7 +511,7 @@ def name_addr_view(value: str, *, what: str = "name-addr") -> NameAddr:
     cache: dict = _name_addr_cache
     na = cache.get(value)
     if na is None:
-        return _remember(cache, value, parse_name_addr(value, what=what))
+        return remember(cache, value, parse_name_addr(value, what=what))
     return na
 
 
@@ -531,7 +520,7 @@ def contact_view(value: str, *, what: str = "Contact") -> list[NameAddr] | Liter
     cache: dict = _contact_cache
     contacts = cache.get(value)
     if contacts is None:
-        return _remember(cache, value, parse_contact(value, what=what))
+        return remember(cache, value, parse_contact(value, what=what))
     return contacts
 
 
@@ -707,7 +696,7 @@ def via_view(value: str) -> tuple[Via, ...]:
         if not item:
             raise SIPParseError("Via: empty element in list")
         vias.append(_parse_one_via(item))
-    return _remember(cache, value, tuple(vias))
+    return remember(cache, value, tuple(vias))
 
 
 _via_cache: dict[str, tuple[Via, ...]] = {}

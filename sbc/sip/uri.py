@@ -17,7 +17,7 @@ import ipaddress
 import re
 import string
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import TypeAlias, TypeVar
 from urllib.parse import quote, unquote_to_bytes
 
 from sbc.sip.errors import SIPParseError
@@ -35,6 +35,18 @@ PARSE_CACHE_MAX = 4096
 """Entries kept by each memo of successful parses (URI text, host:port text). The same peers and dialog
 URIs recur in every message, so a hit saves the whole parse; the memo is emptied when full, so a flood of
 distinct URIs costs at most this many entries (same order as Kamailio's default DNS cache size)."""
+
+_T = TypeVar("_T")
+
+
+def remember(cache: dict, key: str, result: _T) -> _T:
+    """Store ``result`` under ``key`` in ``cache``, one of the bounded parse memos (emptied whole
+    once it holds PARSE_CACHE_MAX entries); return it. Only a miss calls this: a hit stays one
+    dict lookup in the caller."""
+    if len(cache) >= PARSE_CACHE_MAX:
+        cache.clear()
+    cache[key] = result
+    return result
 
 # Escaping: the characters each part may carry unescaped (RFC 3261 §25.1). ``quote`` always keeps
 # ALPHA / DIGIT / "-" / "." / "_" / "~" safe, the rest of ``unreserved`` (``mark``) is listed here.
@@ -167,17 +179,13 @@ def parse_hostport(text: str, *, what: str = "host") -> tuple[str, int | None]:
     Successful results are memoised (bounded by PARSE_CACHE_MAX); errors are always recomputed.
     """
     # Annotated locals (here and below): compiled code works on dict- and str-typed locals in C
-    # (here the memo's get, len, clear and store, which on the module global go through
-    # attribute lookups). Plain Python ignores the annotations.
+    # (here the memo's get, which on the module global goes through attribute lookups). Plain
+    # Python ignores the annotations.
     cache: dict = _hostport_cache
     cached = cache.get(text)
     if cached is not None:
         return cached
-    result = _parse_hostport(text, what)
-    if len(cache) >= PARSE_CACHE_MAX:
-        cache.clear()
-    cache[text] = result
-    return result
+    return remember(cache, text, _parse_hostport(text, what))
 
 
 def _parse_hostport(text: str, what: str) -> tuple[str, int | None]:
@@ -470,9 +478,7 @@ def parse_uri(text: str, *, what: str = "URI") -> URI:
     if cached is not None:
         return cached.copy()
     uri = _parse_uri(text, what)
-    if len(cache) >= PARSE_CACHE_MAX:
-        cache.clear()
-    cache[text] = uri.copy()
+    remember(cache, text, uri.copy())
     return uri
 
 

@@ -577,7 +577,8 @@ def _cdr_values(cdr: CdrRecord) -> dict[str, Any]:
 # The cdrs columns write_cdrs fills, in statement order (all but the id): the order of
 # sbc.store.cdr.cdr_params, which is compiled with the signalling path and cannot see the table.
 _CDR_COLUMNS = tuple(c.name for c in CdrRow.__table__.columns if c.name != "id")
-assert _CDR_COLUMNS == CDR_PARAM_COLUMNS, "sbc.store.cdr.CDR_PARAM_COLUMNS must follow the cdrs table"
+if _CDR_COLUMNS != CDR_PARAM_COLUMNS:  # not an assert: python -O must not skip it
+    raise RuntimeError("sbc.store.cdr.CDR_PARAM_COLUMNS must follow the cdrs table's columns")
 
 
 def _cdr_row(cdr: CdrRecord) -> CdrRow:
