@@ -6,7 +6,11 @@ writes each source's SHA-256 (with its ``.pxd``, see :func:`source_digest`) into
 prefers it, so an edited source would silently lose to the build made before the edit. The
 finder installed here (from ``sbc/__init__.py``, before any submodule is imported) loads a
 compiled module only while its ``.py`` and ``.pxd`` still have the hash it was built from, and
-the ``.py`` otherwise, with one warning naming the module and the rebuild command.
+the ``.py`` otherwise, with one warning naming the module and the rebuild command. The compiled
+modules ``cimport`` each other (a ``.pxd`` declares types and C functions another module calls
+directly), so they load together or not at all: one stale source makes every listed module run
+its source, since a compiled module beside the source of one it cimports fails at import
+("size changed, may indicate binary incompatibility").
 ``SBC_PURE_PYTHON=1`` loads every source (a profiler such as py-spy sees only Python frames, and
 a compiled module's functions show as one native frame).
 """
@@ -74,11 +78,35 @@ class FreshCompiledFinder(importlib.abc.MetaPathFinder):
     ``.py``. Real extensions (a ``.pyx`` build with no ``.py`` twin) are left to the default
     finders. ``chosen`` records the decision per module, for tests and diagnostics."""
 
-    def __init__(self, package: str, manifest: dict[str, str], *, pure: bool = False) -> None:
+    def __init__(
+        self, package: str, manifest: dict[str, str], *, pure: bool = False, root: str | None = None
+    ) -> None:
         self.prefix = package + "."
         self.manifest = manifest
         self.pure = pure
         self.chosen: dict[str, str] = {}
+        # The directory holding the package, where a listed module's source is found by its name.
+        self.root = root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        self._stale: list[str] | None = None
+
+    def stale(self) -> list[str]:
+        """Listed modules whose source (or .pxd) changed since the build; checked once, with one
+        warning, since they load together or not at all (see the module docstring)."""
+        if self._stale is None:
+            self._stale = [
+                name
+                for name, digest in self.manifest.items()
+                if not source_matches(os.path.join(self.root, *name.split(".")) + ".py", digest)
+            ]
+            if self._stale and not self.pure:
+                warnings.warn(
+                    f"{', '.join(self._stale)}: the compiled copy was built from another version of the "
+                    f"source; running every compiled module's source (slower: they cimport each other) "
+                    f"until it is rebuilt: {REBUILD_HINT}",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+        return self._stale
 
     def find_spec(self, fullname: str, path=None, target=None) -> ModuleSpec | None:  # noqa: ANN001
         if not fullname.startswith(self.prefix):
@@ -91,10 +119,11 @@ class FreshCompiledFinder(importlib.abc.MetaPathFinder):
         source = os.path.join(directory, filename.split(".", 1)[0] + ".py")
         if not os.path.exists(source):
             return None
-        if not self.pure and source_matches(source, self.manifest.get(fullname)):
+        listed = fullname in self.manifest
+        if not self.pure and listed and not self.stale() and source_matches(source, self.manifest[fullname]):
             self.chosen[fullname] = "compiled"
             return spec
-        if not self.pure:
+        if not self.pure and not listed:  # an old build's leftover (a stale listed one warned above)
             warnings.warn(
                 f"{fullname}: the compiled copy was built from another version of {source}; "
                 f"running the source (slower) until it is rebuilt: {REBUILD_HINT}",
