@@ -234,7 +234,7 @@ def _quoted_end(text: str, start: int, what: str) -> int:
     return match.end()
 
 
-def split_commas(value: str, *, what: str = "header") -> list[str]:
+def split_commas(value: str, what: str = "header") -> list[str]:
     """Split a list-valued header on commas outside quoted strings and outside ``<...>``.
 
     Each element is stripped. Empty elements are kept as ``''`` so callers whose grammar forbids them
@@ -294,7 +294,7 @@ def _split_semis(text: str, what: str) -> list[str]:
     return pieces
 
 
-def parse_params(text: str, *, what: str = "header") -> dict[str, str | None]:
+def parse_params(text: str, what: str = "header") -> dict[str, str | None]:
     """Parse generic parameters ``;name[=value]...`` (RFC 3261 §25.1 generic-param).
 
     ``text`` is what follows the element, with or without its leading ';' (``''`` gives ``{}``).
@@ -354,7 +354,8 @@ def parse_params(text: str, *, what: str = "header") -> dict[str, str | None]:
 
 def format_params(params: dict[str, str | None]) -> str:
     """Serialise generic parameters as ``;name=value;flag`` (values written as stored). Never raises."""
-    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+    # A list, not a generator expression: a cpdef function (headers.pxd) holds no closure.
+    return "".join([f";{k}" if v is None else f";{k}={v}" for k, v in params.items()])
 
 
 def quote_string(s: str) -> str:
@@ -434,7 +435,7 @@ def _parse_bracketed(rest: str, display_name: str | None, what: str) -> NameAddr
     return NameAddr(display_name, uri, parse_params(after, what=what))
 
 
-def parse_name_addr(value: str, *, what: str = "name-addr") -> NameAddr:
+def parse_name_addr(value: str, what: str = "name-addr") -> NameAddr:
     """Parse one name-addr or addr-spec with its header parameters (RFC 3261 §20.10, §25.1).
 
     Accepts ``"Quoted \\"name\\"" <uri>;p=1``, ``token token <uri>``, ``name<uri>`` and the bare
@@ -471,7 +472,7 @@ def parse_name_addr(value: str, *, what: str = "name-addr") -> NameAddr:
     return NameAddr(None, uri, parse_params(s[semi:], what=what) if semi >= 0 else {})
 
 
-def parse_contact(value: str, *, what: str = "Contact") -> list[NameAddr] | Literal["*"]:
+def parse_contact(value: str, what: str = "Contact") -> list[NameAddr] | Literal["*"]:
     """Parse a whole Contact header value: ``*`` or one or more comma-separated name-addr/addr-spec.
 
     Returns ``"*"`` for the wildcard (RFC 3261 §10.2.2), else the contacts in order. Raises
@@ -499,7 +500,7 @@ _name_addr_cache: dict[str, NameAddr] = {}
 _contact_cache: dict[str, list[NameAddr] | Literal["*"]] = {}
 
 
-def name_addr_view(value: str, *, what: str = "name-addr") -> NameAddr:
+def name_addr_view(value: str, what: str = "name-addr") -> NameAddr:
     """:func:`parse_name_addr` for readers: one shared result per value, which callers must not
     change (``parse_name_addr`` hands out objects of their own).
 
@@ -515,7 +516,7 @@ def name_addr_view(value: str, *, what: str = "name-addr") -> NameAddr:
     return na
 
 
-def contact_view(value: str, *, what: str = "Contact") -> list[NameAddr] | Literal["*"]:
+def contact_view(value: str, what: str = "Contact") -> list[NameAddr] | Literal["*"]:
     """:func:`parse_contact` for readers, shared and memoised like :func:`name_addr_view`."""
     cache: dict = _contact_cache
     contacts = cache.get(value)

@@ -576,7 +576,7 @@ def _split_head_py(data: bytes) -> tuple[str, list[tuple[str, str]], bytes, list
     return lines[0], headers, body, lengths
 
 
-def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
+def parse_message(data: bytes, stream: bool = False) -> Request | Response:
     """Parse one SIP message from ``data`` (a UDP datagram, or a message framed off a stream).
 
     Checks the start line, header-line syntax and Content-Length framing; header values are
@@ -591,7 +591,9 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     method: str
     uri: str
     version: str
-    if data[:1] in b"\r\n":
+    # A tuple of bytes, not `in b"\r\n"`: bytes-in-bytes first tries the left side as an int,
+    # raising and clearing a TypeError on every message. b"" keeps what the old test did.
+    if data[:1] in (b"\r", b"\n", b""):
         data = data.lstrip(b"\r\n")
     split = None
     if _split_head_c is not None:
@@ -658,7 +660,6 @@ def make_response(
     request: Request,
     status: int,
     reason: str | None = None,
-    *,
     to_tag: str | None = None,
     headers: Iterable[tuple[str, str]] = (),
     body: bytes = b"",

@@ -5,6 +5,13 @@
 # A field added in the .py must be declared here. A field typed str or dict holds exactly that type or
 # None (every constructor and parser stores only those), so the class's methods use it through the C
 # API; assigning another type, a str subclass included, raises TypeError.
+#
+# The functions and methods declared cpdef below are called from compiled code (this module,
+# and modules that cimport them: headers.pxd, message.pxd) as direct C calls, skipping the
+# name lookup and argument parsing of a Python call; Python callers see them unchanged. A
+# declaration must match the .py's signature, annotations included (`x: str` is `str x`, a
+# default is `=*`), and a cpdef function holds no closure (no generator expression, lambda or
+# nested def).
 cdef class SipURI:
     cdef public str scheme
     cdef public str user
@@ -14,10 +21,38 @@ cdef class SipURI:
     cdef public dict params
     cdef public dict headers
 
+    cpdef SipURI copy(self)
+
 cdef class TelURI:
     cdef public str number
     cdef public dict params
 
+    cpdef TelURI copy(self)
+
 cdef class AbsoluteURI:
     cdef public str scheme
     cdef public str value
+
+    cpdef AbsoluteURI copy(self)
+
+cpdef object remember(dict cache, str key, object result)
+cpdef object _error(str what, str problem)
+cpdef str _unescape(str text, str what, str part)
+cpdef str _escape(str text, str safe)
+cpdef object _parse_port(str text, str what)
+cpdef str _parse_host(str text, str what)
+cpdef tuple parse_hostport(str text, str what=*)
+cpdef tuple _parse_hostport(str text, str what)
+cpdef str format_host(str host)
+cpdef dict _parse_uri_params(str text, str what)
+cpdef dict _parse_uri_headers(str text, str what)
+cpdef str _format_params(dict[str, str] params)
+cpdef object _check_chars(str text, str what)
+cpdef SipURI _parse_sip(str scheme, str rest, str what)
+cpdef TelURI _parse_tel(str rest, str what)
+cpdef object parse_uri(str text, str what=*)
+cpdef object _parse_uri(str text, str what)
+cpdef str _host_key(str host)
+cpdef bint _sip_equal(SipURI a, SipURI b)
+cpdef dict _lower_params(dict[str, str] params)
+cpdef bint uri_equal(object a, object b)

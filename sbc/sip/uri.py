@@ -159,8 +159,11 @@ def _parse_host(text: str, what: str) -> str:
     if ":" in text:
         raise _error(what, "IPv6 address not enclosed in brackets")
     if text[-1] in "0123456789." and _NUMERIC_HOST_RE.fullmatch(text) is not None:
-        if _IPV4_RE.fullmatch(text) is None or any(int(o) > IPV4_OCTET_MAX for o in text.split(".")):
+        if _IPV4_RE.fullmatch(text) is None:
             raise _error(what, f"malformed IPv4 address {text!r}")
+        for octet in text.split("."):  # a loop, not any(...): a cpdef function holds no generator
+            if int(octet) > IPV4_OCTET_MAX:
+                raise _error(what, f"malformed IPv4 address {text!r}")
         return text
     if _HOSTNAME_RE.fullmatch(text) is None:
         raise _error(what, f"bad host {text!r}")
@@ -170,7 +173,7 @@ def _parse_host(text: str, what: str) -> str:
 _hostport_cache: dict[str, tuple[str, int | None]] = {}
 
 
-def parse_hostport(text: str, *, what: str = "host") -> tuple[str, int | None]:
+def parse_hostport(text: str, what: str = "host") -> tuple[str, int | None]:
     """Parse ``host [":" port]`` as used in SIP URIs and Via sent-by (RFC 3261 §25.1, RFC 5118).
 
     Returns ``(host, port)``: domain names lowercased, an IPv6 reference kept with its brackets, port
@@ -458,7 +461,7 @@ def _parse_tel(rest: str, what: str) -> TelURI:
 _uri_cache: dict[str, URI] = {}
 
 
-def parse_uri(text: str, *, what: str = "URI") -> URI:
+def parse_uri(text: str, what: str = "URI") -> URI:
     """Parse one URI (no angle brackets, no surrounding whitespace).
 
     Returns a :class:`SipURI` for ``sip``/``sips``, a :class:`TelURI` for ``tel`` and an
