@@ -417,6 +417,18 @@ class NameAddr:
         return f"{quote_string(self.display_name)} <{self.uri}>{format_params(self.params)}"
 
 
+# The parsers and copies build values with these rather than by calling the class: compiled, each
+# is an allocation and a store per field, where a call runs __init__ through the Python protocol
+# (its arguments packed into a tuple and parsed again on every value).
+def _new_name_addr(display_name: str | None, uri, params: dict) -> NameAddr:
+    """``NameAddr(display_name, uri, params)``."""
+    na: NameAddr = NameAddr.__new__(NameAddr)
+    na.display_name = display_name
+    na.uri = uri
+    na.params = params
+    return na
+
+
 def _parse_bracketed(rest: str, display_name: str | None, what: str) -> NameAddr:
     """Parse ``<uri> [;params]`` (``rest`` starts with '<')."""
     gt = rest.find(">")
@@ -432,7 +444,7 @@ def _parse_bracketed(rest: str, display_name: str | None, what: str) -> NameAddr
     after = rest[gt + 1 :].lstrip()
     if after and after[0] != ";":
         raise SIPParseError(f"{what}: unexpected text after '>'")
-    return NameAddr(display_name, uri, parse_params(after, what=what))
+    return _new_name_addr(display_name, uri, parse_params(after, what=what))
 
 
 def parse_name_addr(value: str, what: str = "name-addr") -> NameAddr:
@@ -469,7 +481,7 @@ def parse_name_addr(value: str, what: str = "name-addr") -> NameAddr:
     if "," in uri_text or "?" in uri_text:
         raise SIPParseError(f"{what}: a URI containing ',' or '?' must be enclosed in '<>'")
     uri = parse_uri(uri_text, what=what)
-    return NameAddr(None, uri, parse_params(s[semi:], what=what) if semi >= 0 else {})
+    return _new_name_addr(None, uri, parse_params(s[semi:], what=what) if semi >= 0 else {})
 
 
 def parse_contact(value: str, what: str = "Contact") -> list[NameAddr] | Literal["*"]:
@@ -571,7 +583,7 @@ class Via:
     def copy(self) -> Via:
         """Return an independent copy: mutating its params leaves this Via alone."""
         params: dict = self.params
-        return Via(self.protocol, self.transport, self.host, self.port, params.copy())
+        return _new_via(self.protocol, self.transport, self.host, self.port, params.copy())
 
     @property
     def rport(self) -> str | None:
@@ -603,6 +615,17 @@ class Via:
         return f"{self.protocol}/{self.transport} {format_host(self.host)}{port}{format_params(self.params)}"
 
 
+def _new_via(protocol: str, transport: str, host: str, port, params: dict) -> Via:
+    """``Via(protocol, transport, host, port, params)`` (see :func:`_new_name_addr`)."""
+    via: Via = Via.__new__(Via)
+    via.protocol = protocol
+    via.transport = transport
+    via.host = host
+    via.port = port
+    via.params = params
+    return via
+
+
 def _check_via_params(params: dict[str, str | None]) -> None:
     for key in ("branch", "received", "maddr", "ttl"):
         if key in params and params[key] is None:
@@ -632,7 +655,7 @@ def _parse_one_via(text: str) -> Via:
             transport, sent_by, params = simple
             host, port = parse_hostport(sent_by, what="Via")
             _check_via_params(params)
-            return Via("SIP/2.0", transport, host, port, params)
+            return _new_via("SIP/2.0", transport, host, port, params)
     return _parse_one_via_fully(text)
 
 
@@ -658,7 +681,7 @@ def _parse_one_via_fully(text: str) -> Via:
     params = parse_params(stripped[semi:], what="Via") if semi >= 0 else {}
     _check_via_params(params)
     protocol = f"{match.group(1)}/{match.group(2)}"
-    return Via(protocol, match.group(3).upper(), host, port, params)
+    return _new_via(protocol, match.group(3).upper(), host, port, params)
 
 
 def parse_via(value: str) -> list[Via]:

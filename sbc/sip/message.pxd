@@ -57,5 +57,7 @@ cdef class Response(Message):
 
 cpdef str reason_phrase(cython.py_int status)
 cpdef str _tag_of(str value)
+cpdef Request _new_request(str method, str uri, list headers, bytes body)
+cpdef Response _new_response(cython.py_int status, str reason, list headers, bytes body)
 cpdef object parse_message(bytes data, bint stream=*)
 cpdef Response make_response(Request request, cython.py_int status, str reason=*, str to_tag=*, object headers=*, bytes body=*)

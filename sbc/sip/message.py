@@ -169,10 +169,7 @@ class Message:
         """Return the first value of header ``name`` or ``default``."""
         # The str/list annotations on locals here and below are for the compiled build (setup.py):
         # Cython then compares, slices and searches them in C. Plain Python ignores them.
-        cname: str
-        cname = _NAME_CACHE_GET(name)
-        if cname is None:
-            cname = canonical_name(name)
+        cname: str = canonical_name(name)  # compiled, a direct call (message.pxd)
         for n, v in self.headers:
             if n == cname:
                 return v
@@ -539,6 +536,31 @@ class Response(Message):
         return f"<Response {self.status} {self.reason}>"
 
 
+# The parser and make_response build messages with these rather than by calling the class:
+# compiled, each is an allocation and a store per field, where a call runs __init__ through the
+# Python protocol (its arguments packed into a tuple and parsed again on every message).
+def _new_request(method: str, uri: str, headers: list, body: bytes) -> Request:
+    """``Request(method, uri, headers, body)``."""
+    req: Request = Request.__new__(Request)
+    req.headers = headers
+    req.body = body
+    req._cache = {}
+    req.method = method
+    req.uri = uri
+    return req
+
+
+def _new_response(status: int, reason: str, headers: list, body: bytes) -> Response:
+    """``Response(status, reason, headers, body)`` (``reason`` given)."""
+    resp: Response = Response.__new__(Response)
+    resp.headers = headers
+    resp.body = body
+    resp._cache = {}
+    resp.status = status
+    resp.reason = reason
+    return resp
+
+
 def _split_head(data: bytes) -> tuple[bytes, bytes]:
     idx = data.find(b"\r\n\r\n")
     if idx >= 0:
@@ -610,14 +632,14 @@ def parse_message(data: bytes, stream: bool = False) -> Request | Response:
     if start.startswith("SIP/"):
         if start.startswith("SIP/2.0 ") and start[8:11].isdigit() and (len(start) == 11 or start[11] == " "):
             # Fast path for the only version we speak; the regex below handles the rest.
-            msg: Request | Response = Response(int(start[8:11]), start[12:], headers)
+            msg: Request | Response = _new_response(int(start[8:11]), start[12:], headers, b"")
         else:
             m = _STATUS_LINE_RE.match(start)
             if m is None:
                 raise SIPParseError(f"bad status line {start[:60]!r}")
             if m.group(1) != "2" or m.group(2) != "0":
                 raise SIPParseError(f"unsupported version in {start[:20]!r}", 505)
-            msg = Response(int(m.group(3)), m.group(4) or "", headers)
+            msg = _new_response(int(m.group(3)), m.group(4) or "", headers, b"")
         if msg.status < 100:
             raise SIPParseError(f"status code {msg.status} out of range")
     else:
@@ -633,7 +655,7 @@ def parse_message(data: bytes, stream: bool = False) -> Request | Response:
             raise SIPParseError(f"bad request line {start[:60]!r}")
         if method not in _COMMON_METHODS and not is_token(method):
             raise SIPParseError(f"bad method {method[:20]!r}")
-        msg = Request(method, uri, headers)
+        msg = _new_request(method, uri, headers, b"")
 
     if len(lengths) == 1:
         length_value: str = lengths[0]
@@ -680,7 +702,7 @@ def make_response(
                 v = f"{v};tag={to_tag}"
             hdrs.append((n, v))
     hdrs.extend(headers)
-    return Response(status, reason, hdrs, body)
+    return _new_response(status, reason_phrase(status) if reason is None else reason, hdrs, body)
 
 
 def request_uri_host(request: Request) -> tuple[str, int | None] | None:

@@ -324,7 +324,7 @@ class SipURI:
         """Return an independent copy: mutating its params/headers leaves this URI alone."""
         params: dict = self.params
         headers: dict = self.headers
-        return SipURI(
+        return _new_sip_uri(
             self.scheme,
             self.user,
             self.password,
@@ -374,7 +374,7 @@ class TelURI:
     def copy(self) -> TelURI:
         """Return an independent copy: mutating its params leaves this URI alone."""
         params: dict = self.params
-        return TelURI(self.number, params.copy())
+        return _new_tel_uri(self.number, params.copy())
 
     def __str__(self) -> str:
         """Serialise back to ``tel:number;params``."""
@@ -398,6 +398,41 @@ class AbsoluteURI:
 
 
 URI: TypeAlias = SipURI | TelURI | AbsoluteURI
+
+
+# The parsers and copies build URIs with these rather than by calling the class: compiled, each is
+# an allocation and a store per field, where a call runs __init__ through the Python protocol
+# (its arguments packed into a tuple and parsed again on every URI).
+def _new_sip_uri(
+    scheme: str, user: str | None, password: str | None, host: str, port, params: dict, headers: dict
+) -> SipURI:
+    """``SipURI(scheme, user, password, host, port, params, headers)``."""
+    uri: SipURI = SipURI.__new__(SipURI)
+    uri.scheme = scheme
+    uri.user = user
+    uri.password = password
+    uri.host = host
+    uri.port = port
+    uri.params = params
+    uri.headers = headers
+    return uri
+
+
+def _new_tel_uri(number: str, params: dict) -> TelURI:
+    """``TelURI(number, params)``."""
+    uri: TelURI = TelURI.__new__(TelURI)
+    uri.number = number
+    uri.params = params
+    return uri
+
+
+def _copy_uri(uri):
+    """``uri.copy()``, a direct call for the common SipURI (the memo holds any URI type)."""
+    sip: SipURI
+    if type(uri) is SipURI:
+        sip = uri
+        return sip.copy()
+    return uri.copy()
 
 
 def _check_chars(text: str, what: str) -> None:
@@ -441,7 +476,7 @@ def _parse_sip(scheme: str, rest: str, what: str) -> SipURI:
         if qmark == len(rest) - 1:
             raise _error(what, "empty URI headers after '?'")
         headers = _parse_uri_headers(rest[qmark + 1 :], what)
-    return SipURI(scheme, user, password, host, port, params, headers)
+    return _new_sip_uri(scheme, user, password, host, port, params, headers)
 
 
 def _parse_tel(rest: str, what: str) -> TelURI:
@@ -455,7 +490,7 @@ def _parse_tel(rest: str, what: str) -> TelURI:
     elif _TEL_LOCAL_RE.fullmatch(number) is None:
         raise _error(what, f"bad local telephone number {number!r}")
     params = _parse_uri_params(param_text, what) if semi else {}
-    return TelURI(number, params)
+    return _new_tel_uri(number, params)
 
 
 _uri_cache: dict[str, URI] = {}
@@ -479,9 +514,9 @@ def parse_uri(text: str, what: str = "URI") -> URI:
     cache: dict = _uri_cache
     cached = cache.get(text)
     if cached is not None:
-        return cached.copy()
+        return _copy_uri(cached)
     uri = _parse_uri(text, what)
-    remember(cache, text, uri.copy())
+    remember(cache, text, _copy_uri(uri))
     return uri
 
 
