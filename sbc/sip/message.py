@@ -272,8 +272,10 @@ class Message:
             if v is None:
                 raise SIPParseError("missing CSeq")
             num, sp, method = v.partition(" ")
-            # Fast path for the canonical "123 INVITE"; anything unusual gets the full parser.
-            if sp and num.isdigit() and len(num) < 10 and method.isalpha() and method.isupper():
+            # Fast path for the canonical "123 INVITE"; anything unusual gets the full parser (which
+            # gives the same result for any other method). A set lookup, not isalpha() and isupper():
+            # compiled, each str method is a Python method call.
+            if sp and len(num) < 10 and num.isdigit() and method in _COMMON_METHODS:
                 c = (int(num), method)
             else:
                 c = parse_cseq(v)
