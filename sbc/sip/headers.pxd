@@ -5,9 +5,9 @@
 #
 # The functions and methods declared cpdef below (and the uri functions cimported) are called
 # from compiled code as direct C calls, skipping the name lookup and argument parsing of a
-# Python call (message.pxd cimports some); Python callers see them unchanged. See uri.pxd for
-# how a declaration must match the .py (`x: int` is `cython.py_int x`, `x: dict[str, str | None]`
-# is `dict[str, str] x`).
+# Python call (message.pxd cimports some; uri.pxd quotes the instructions saved); Python callers
+# see them unchanged. See uri.pxd for how a declaration must match the .py (`x: int` is
+# `cython.py_int x`, `x: dict[str, str | None]` is `dict[str, str] x`).
 cimport cython
 
 from sbc.sip.uri cimport format_host, parse_hostport, parse_uri, remember

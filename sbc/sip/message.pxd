@@ -6,9 +6,10 @@
 # The methods and functions declared cpdef below (and the headers/uri functions cimported) are
 # called from compiled code as direct C calls: this module's, and any module that cimports the
 # class or function and calls it on a typed value (engine.pxd and core.pxd cimport Request and
-# Response), skipping the name lookup and argument parsing of a Python call; Python callers see
-# them unchanged. A method a subclass overrides (start_line) is declared in both with the same
-# signature. See uri.pxd for how a declaration must match the .py.
+# Response), skipping the name lookup and argument parsing of a Python call (uri.pxd quotes the
+# instructions saved); Python callers see them unchanged. A method a subclass overrides
+# (start_line) is declared in both with the same signature. See uri.pxd for how a declaration
+# must match the .py.
 cimport cython
 
 from sbc.sip.headers cimport (

@@ -8,7 +8,9 @@
 #
 # The functions and methods declared cpdef below are called from compiled code (this module,
 # and modules that cimport them: headers.pxd, message.pxd) as direct C calls, skipping the
-# name lookup and argument parsing of a Python call; Python callers see them unchanged. A
+# name lookup and argument parsing of a Python call (with message.pxd and headers.pxd, and the
+# _new_* factories that build values without calling the class: 1,623,621 -> 1,563,442
+# instructions per call on the engine benchmark with media); Python callers see them unchanged. A
 # declaration must match the .py's signature, annotations included (`x: str` is `str x`, a
 # default is `=*`), and a cpdef function holds no closure (no generator expression, lambda or
 # nested def).
