@@ -1,6 +1,11 @@
 # Augments call.py when setup.py compiles it: the call and its legs become extension types, as
 # the SIP types do (see sbc/sip/uri.pxd). A field added in the .py must be declared here. Fields
 # typed str/list/dict/set/Leg hold that type or None (compiled code reads them without lookups).
+# Functions and methods declared cpdef here are called directly in C by compiled code (this module,
+# and sbc.b2bua.engine through cimport), skipping the name lookup and argument parsing of a Python
+# call; Python callers see them unchanged. Their typed arguments refuse other types.
+from sbc.sip.message cimport Request
+
 cdef class Leg:
     cdef public str call_id
     cdef public str local_tag
@@ -14,6 +19,7 @@ cdef class Leg:
     cdef public object remote_cseq
     cdef public object invite
     cdef public object invite_key
+    cpdef object next_cseq(self)
 
 cdef class PendingReinvite:
     cdef public object from_leg
@@ -89,3 +95,14 @@ cdef class Call:
     cdef public object a_rel_interval
     cdef public object a_rel_next
     cdef public object a_rel_give_up
+    cpdef Leg other(self, Leg leg)
+
+cpdef str _without_tag_text(str value)
+cpdef str strip_tag(str name_addr)
+cpdef str contact_uri(str value)
+cpdef object target_address(str uri_text, str default_transport, object fallback)
+cpdef tuple parse_target(str uri_text, str default_transport=*)
+cpdef Request _build_in_dialog(Leg leg, str method, str via_host, object via_port, str contact,
+                               str user_agent, bytes body=*, str content_type=*, list extra=*,
+                               object cseq=*)
+cpdef tuple display_and_user(str value)

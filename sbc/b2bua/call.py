@@ -338,6 +338,23 @@ def build_in_dialog(
     Uses a new CSeq unless ``cseq`` is given (ACK and CANCEL reuse the INVITE's), the remote
     target as Request-URI and the route set as Route. The top Via gets a fresh branch.
     """
+    return _build_in_dialog(leg, method, via_host, via_port, contact, user_agent, body, content_type, extra, cseq)
+
+
+def _build_in_dialog(
+    leg: Leg,
+    method: str,
+    via_host: str,
+    via_port,
+    contact: str,
+    user_agent: str,
+    body: bytes = b"",
+    content_type: str | None = None,
+    extra: list | None = None,
+    cseq=None,
+) -> Request:
+    """build_in_dialog without its keyword-only marker: cpdef (see call.pxd), so the engine calls
+    it directly in C, which a function with keyword-only arguments cannot be."""
     uri: str = leg.remote_target or leg.remote_uri
     if uri.startswith("<") or '"' in uri:
         uri = str(name_addr_view(uri).uri)

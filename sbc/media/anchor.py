@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..sip.sdp import SessionDescription
+from ..sip.sdp import Connection, MediaDescription, SessionDescription
 
 # Attributes that describe the endpoint's own transport candidates; meaningless (and leaking)
 # once media is anchored (RFC 8839 ICE attributes).
@@ -54,7 +54,9 @@ def describe(sdp: SessionDescription) -> list[StreamPeer]:
     """Every m= line of ``sdp`` as a :class:`StreamPeer`, in order."""
     name: str
     rtpmap: dict
-    out: list[StreamPeer] = []
+    m: MediaDescription
+    conn: Connection
+    out: list = []
     for i, m in enumerate(sdp.media):
         conn = m.effective_connection(sdp)
         address = conn.address if conn is not None else None
@@ -71,24 +73,26 @@ def describe(sdp: SessionDescription) -> list[StreamPeer]:
         if m.fmts and m.fmts[0] in rtpmap:
             clock_rate = rtpmap[m.fmts[0]][1]
         held = m.is_held(sdp)
+        # Positional (index, media, address, rtp_port, rtcp_port, rtcp_mux, clock_rate, dtmf_pt,
+        # held, quiet): a keyword call costs argument parsing by name.
         out.append(
             StreamPeer(
-                index=i,
-                media=m.media,
-                address=None if m.port == 0 else address,
-                rtp_port=m.port,
-                rtcp_port=rtcp_port,
-                rtcp_mux=m.rtcp_mux,
-                clock_rate=clock_rate,
-                dtmf_pt=dtmf_pt,
-                held=held,
-                quiet=m.port != 0 and (held or m.direction(sdp) == "recvonly"),
+                i,
+                m.media,
+                None if m.port == 0 else address,
+                m.port,
+                rtcp_port,
+                m.rtcp_mux,
+                clock_rate,
+                dtmf_pt,
+                held,
+                m.port != 0 and (held or m.direction(sdp) == "recvonly"),
             )
         )
     return out
 
 
-def anchor(sdp: SessionDescription, relay_ip: str, ports: list[tuple[int, int] | None]) -> bytes:
+def anchor(sdp: SessionDescription, relay_ip: str, ports: list) -> bytes:
     """``sdp`` rewritten to send the other side's media to the relay; returns the new body.
 
     ``ports[i]`` is the relay's (RTP, RTCP) pair facing the side that will receive this SDP, or
@@ -97,17 +101,22 @@ def anchor(sdp: SessionDescription, relay_ip: str, ports: list[tuple[int, int] |
     the relay's RTCP port, ICE attributes go, and the origin version is bumped (RFC 3264 §8).
     Modifies ``sdp`` in place.
     """
+    m: MediaDescription
+    name: str
     for m, pair in zip(sdp.media, ports, strict=True):
         if pair is None or m.port == 0:
             m.decline()
             continue
         rtp, rtcp = pair
         m.port = rtp
-        if any(name == "rtcp" for name, _ in m.attributes):
+        for name, _ in m.attributes:
+            if name != "rtcp":
+                continue
             m.attributes = [
                 ("rtcp", str(rtcp if not m.rtcp_mux else rtp)) if name == "rtcp" else (name, value)
                 for name, value in m.attributes
             ]
+            break
     sdp.remove_attributes(ICE_ATTRIBUTES)
     sdp.set_address(relay_ip)
     sdp.bump_version()

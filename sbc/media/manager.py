@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from rtp_relay_ext import LEG_A, LEG_B, PoolExhausted, RelayEngine, RelayError
 
 from ..sip.errors import SIPParseError
-from ..sip.sdp import SessionDescription
+from ..sip.sdp import SessionDescription, _parse
 from .anchor import StreamPeer, anchor, describe
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ class MediaManager:
         cannot be parsed, 503 when the relay has no ports left.
         """
         try:
-            sdp = SessionDescription.parse(body)
+            sdp = _parse(SessionDescription, body)  # SessionDescription.parse, called directly
         except SIPParseError as e:
             raise MediaError(f"bad SDP: {e.reason}", 488) from None
         peer: StreamPeer

@@ -162,14 +162,14 @@ def _parse_port(text: str, what: str) -> int:
     return port
 
 
-def _attribute_line(attribute: tuple[str, str | None]) -> str:
+def _attribute_line(attribute: tuple) -> str:
     """Serialise one (name, value) attribute back to its ``a=`` line."""
     name: str = attribute[0]
     value = attribute[1]
     return "a=" + name if value is None else f"a={name}:{value}"
 
 
-def _direction_of(attributes: list[tuple[str, str | None]]) -> str | None:
+def _direction_of(attributes: list) -> str | None:
     """Return the first direction attribute's name, or None if there is none."""
     name: str
     for name, value in attributes:
@@ -178,7 +178,7 @@ def _direction_of(attributes: list[tuple[str, str | None]]) -> str | None:
     return None
 
 
-def _remove(attributes: list[tuple[str, str | None]], names: frozenset[str]) -> int:
+def _remove(attributes: list, names: frozenset) -> int:
     """Remove, in place, every attribute whose name is in ``names``; return how many went."""
     kept = [a for a in attributes if a[0] not in names]
     removed = len(attributes) - len(kept)
@@ -473,7 +473,11 @@ class MediaDescription:
     @property
     def rtcp_mux(self) -> bool:
         """True if ``a=rtcp-mux`` is present (RFC 5761: RTCP shares the RTP port)."""
-        return any(name == "rtcp-mux" for name, _ in self.attributes)
+        name: str
+        for name, _ in self.attributes:  # noqa: SIM110 - a loop: any() over a generator is a closure
+            if name == "rtcp-mux":
+                return True
+        return False
 
     def rtcp(self) -> tuple[int, Connection | None] | None:
         """Parse ``a=rtcp`` (RFC 3605): return (port, connection or None), or None if absent.
@@ -487,7 +491,7 @@ class MediaDescription:
                 return port, (Connection.parse(rest) if rest.strip() else None)
         return None
 
-    def _write(self, out: list[str]) -> None:
+    def _write(self, out: list) -> None:
         """Append this section's lines, in RFC 8866 order (m i c b k a), to ``out``."""
         port = str(self.port) if self.port_count is None else f"{self.port}/{self.port_count}"
         out.append(" ".join(["m=" + self.media, port, self.proto, *self.fmts]))
@@ -588,158 +592,7 @@ class SessionDescription:
         malformed ``o=``, ``c=``, ``m=`` or ``b=`` line (see Origin.parse, Connection.parse,
         MediaDescription.parse_m_line).
         """
-        # Locals are annotated where compiled code gains from it: Cython reads a str-typed
-        # variable's characters and length in C (the annotations do nothing in Python).
-        text: str
-        line: str
-        value: str
-        name: str
-        attr_value: str
-        if isinstance(data, str):
-            text = data
-            if len(text) > MAX_SDP_BYTES:
-                raise SIPParseError(f"SDP body longer than {MAX_SDP_BYTES} characters")
-        else:
-            if len(data) > MAX_SDP_BYTES:
-                raise SIPParseError(f"SDP body longer than {MAX_SDP_BYTES} bytes")
-            text = data.decode("utf-8", "surrogateescape")
-        if "\x00" in text:
-            raise SIPParseError("NUL character in SDP")
-        if "\r" in text:
-            text = text.replace("\r\n", "\n")
-            if "\r" in text:
-                raise SIPParseError("bare CR in SDP")
-        lines: list = text.split("\n")
-        if len(lines) > MAX_SDP_LINES and any(lines[MAX_SDP_LINES:]):
-            raise SIPParseError(f"SDP has more than {MAX_SDP_LINES} lines")
-
-        index = 0
-        while index < len(lines) and not lines[index]:
-            index += 1
-        if index == len(lines):
-            raise SIPParseError("empty SDP body")
-        first = lines[index]
-        if not first.startswith("v="):
-            raise SIPParseError(f"SDP must begin with a v= line, got {_excerpt(first)}")
-        if first[2:].strip() != "0":
-            raise SIPParseError(f"unsupported SDP version {_excerpt(first[2:])}")
-
-        origin: Origin | None = None
-        session_name: str | None = None
-        info: str | None = None
-        uri: str | None = None
-        emails: list[str] = []
-        phones: list[str] = []
-        connection: Connection | None = None
-        bandwidths: list[str] = []
-        times: list[str] = []
-        timezones: list[str] = []
-        key: str | None = None
-        attributes: list[tuple[str, str | None]] = []
-        unknown: list[str] = []
-        media_list: list[MediaDescription] = []
-        current: MediaDescription | None = None
-
-        for line in lines[index + 1 :]:
-            if not line:
-                continue
-            kind = line[0]
-            if len(line) < 2 or line[1] != "=" or not ("a" <= kind <= "z"):
-                raise SIPParseError(f"malformed SDP line {_excerpt(line)}: expected '<letter>=<value>'")
-            value = line[2:]
-            if kind == "a":
-                name, colon, attr_value = value.partition(":")
-                if not name:
-                    raise SIPParseError(f"empty attribute name in {_excerpt(line)}")
-                (current.attributes if current is not None else attributes).append(
-                    (name, attr_value if colon else None)
-                )
-            elif kind == "m":
-                current = MediaDescription.parse_m_line(value)
-                media_list.append(current)
-            elif kind == "c":
-                parsed = Connection.parse(value)
-                if current is not None:
-                    current.connections.append(parsed)
-                elif connection is not None:
-                    raise SIPParseError("duplicate session-level c= line")
-                else:
-                    connection = parsed
-            elif kind == "b":
-                if ":" not in value:
-                    raise SIPParseError(
-                        f"malformed b= line {_excerpt(line)}: expected '<bwtype>:<bandwidth>'"
-                    )
-                (current.bandwidths if current is not None else bandwidths).append(value)
-            elif current is not None:
-                if kind == "i":
-                    if current.info is not None:
-                        raise SIPParseError("duplicate media-level i= line")
-                    current.info = value
-                elif kind == "k":
-                    if current.key is not None:
-                        raise SIPParseError("duplicate media-level k= line")
-                    current.key = value
-                elif kind in SESSION_ONLY_TYPES:
-                    raise SIPParseError(f"{kind}= line not allowed in a media section: {_excerpt(line)}")
-                else:
-                    current.unknown.append(line)
-            elif kind == "o":
-                if origin is not None:
-                    raise SIPParseError("duplicate o= line")
-                origin = Origin.parse(value)
-            elif kind == "s":
-                if session_name is not None:
-                    raise SIPParseError("duplicate s= line")
-                session_name = value
-            elif kind == "t":
-                times.append(line)
-            elif kind == "r":
-                if not times:
-                    raise SIPParseError("r= line before any t= line")
-                times.append(line)
-            elif kind == "i":
-                if info is not None:
-                    raise SIPParseError("duplicate session-level i= line")
-                info = value
-            elif kind == "u":
-                if uri is not None:
-                    raise SIPParseError("duplicate u= line")
-                uri = value
-            elif kind == "e":
-                emails.append(value)
-            elif kind == "p":
-                phones.append(value)
-            elif kind == "z":
-                timezones.append(value)
-            elif kind == "k":
-                if key is not None:
-                    raise SIPParseError("duplicate session-level k= line")
-                key = value
-            elif kind == "v":
-                raise SIPParseError("duplicate v= line")
-            else:
-                unknown.append(line)
-
-        if origin is None:
-            raise SIPParseError("SDP has no o= line")
-        return cls(
-            origin=origin,
-            session_name="-" if session_name is None else session_name,
-            version=0,
-            info=info,
-            uri=uri,
-            emails=emails,
-            phones=phones,
-            connection=connection,
-            bandwidths=bandwidths,
-            times=times or ["t=0 0"],
-            timezones=timezones,
-            key=key,
-            attributes=attributes,
-            media=media_list,
-            unknown=unknown,
-        )
+        return _parse(cls, data)
 
     def to_bytes(self) -> bytes:
         """Serialise in RFC 8866 order (v o s i u e p c b t/r z k a, then each media section) with CRLF.
@@ -793,7 +646,11 @@ class SessionDescription:
         Returns the number of lines removed.
         """
         wanted = frozenset(names)
-        return _remove(self.attributes, wanted) + sum(_remove(m.attributes, wanted) for m in self.media)
+        removed = _remove(self.attributes, wanted)
+        m: MediaDescription
+        for m in self.media:
+            removed += _remove(m.attributes, wanted)
+        return removed
 
     def set_address(self, address: str) -> None:
         """Point the whole session at ``address`` (the relay), as an anchoring SBC must.
@@ -812,8 +669,11 @@ class SessionDescription:
 
         if self.connection is not None:
             self.connection = _rewritten(self.connection, addrtype, address)
-        elif any(not m.connections for m in self.media):
-            self.connection = Connection("IN", addrtype, address)
+        else:
+            for media in self.media:
+                if not media.connections:
+                    self.connection = Connection("IN", addrtype, address)
+                    break
         for media in self.media:
             media.connections = [_rewritten(c, addrtype, address) for c in media.connections]
             for position, (name, value) in enumerate(media.attributes):
@@ -825,3 +685,160 @@ class SessionDescription:
     def bump_version(self) -> None:
         """Increment the ``o=`` sess-version: required whenever the SDP changes (RFC 3264 §8)."""
         self.origin.sess_version += 1
+
+
+def _parse(cls, data) -> SessionDescription:
+    """SessionDescription.parse (``cls`` is the class it was called on); a module function so
+    compiled callers (sbc.media.manager) call it directly."""
+    # Locals are annotated where compiled code gains from it: Cython reads a str-typed
+    # variable's characters and length in C (the annotations do nothing in Python).
+    text: str
+    line: str
+    value: str
+    name: str
+    attr_value: str
+    if isinstance(data, str):
+        text = data
+        if len(text) > MAX_SDP_BYTES:
+            raise SIPParseError(f"SDP body longer than {MAX_SDP_BYTES} characters")
+    else:
+        if len(data) > MAX_SDP_BYTES:
+            raise SIPParseError(f"SDP body longer than {MAX_SDP_BYTES} bytes")
+        text = data.decode("utf-8", "surrogateescape")
+    if "\x00" in text:
+        raise SIPParseError("NUL character in SDP")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+        if "\r" in text:
+            raise SIPParseError("bare CR in SDP")
+    lines: list = text.split("\n")
+    if len(lines) > MAX_SDP_LINES and any(lines[MAX_SDP_LINES:]):
+        raise SIPParseError(f"SDP has more than {MAX_SDP_LINES} lines")
+
+    index = 0
+    while index < len(lines) and not lines[index]:
+        index += 1
+    if index == len(lines):
+        raise SIPParseError("empty SDP body")
+    first = lines[index]
+    if not first.startswith("v="):
+        raise SIPParseError(f"SDP must begin with a v= line, got {_excerpt(first)}")
+    if first[2:].strip() != "0":
+        raise SIPParseError(f"unsupported SDP version {_excerpt(first[2:])}")
+
+    origin: Origin | None = None
+    session_name: str | None = None
+    info: str | None = None
+    uri: str | None = None
+    emails: list[str] = []
+    phones: list[str] = []
+    connection: Connection | None = None
+    bandwidths: list[str] = []
+    times: list[str] = []
+    timezones: list[str] = []
+    key: str | None = None
+    attributes: list[tuple[str, str | None]] = []
+    unknown: list[str] = []
+    media_list: list[MediaDescription] = []
+    current: MediaDescription | None = None
+
+    for line in lines[index + 1 :]:
+        if not line:
+            continue
+        kind = line[0]
+        if len(line) < 2 or line[1] != "=" or not ("a" <= kind <= "z"):
+            raise SIPParseError(f"malformed SDP line {_excerpt(line)}: expected '<letter>=<value>'")
+        value = line[2:]
+        if kind == "a":
+            name, colon, attr_value = value.partition(":")
+            if not name:
+                raise SIPParseError(f"empty attribute name in {_excerpt(line)}")
+            (current.attributes if current is not None else attributes).append(
+                (name, attr_value if colon else None)
+            )
+        elif kind == "m":
+            current = MediaDescription.parse_m_line(value)
+            media_list.append(current)
+        elif kind == "c":
+            parsed = Connection.parse(value)
+            if current is not None:
+                current.connections.append(parsed)
+            elif connection is not None:
+                raise SIPParseError("duplicate session-level c= line")
+            else:
+                connection = parsed
+        elif kind == "b":
+            if ":" not in value:
+                raise SIPParseError(
+                    f"malformed b= line {_excerpt(line)}: expected '<bwtype>:<bandwidth>'"
+                )
+            (current.bandwidths if current is not None else bandwidths).append(value)
+        elif current is not None:
+            if kind == "i":
+                if current.info is not None:
+                    raise SIPParseError("duplicate media-level i= line")
+                current.info = value
+            elif kind == "k":
+                if current.key is not None:
+                    raise SIPParseError("duplicate media-level k= line")
+                current.key = value
+            elif kind in SESSION_ONLY_TYPES:
+                raise SIPParseError(f"{kind}= line not allowed in a media section: {_excerpt(line)}")
+            else:
+                current.unknown.append(line)
+        elif kind == "o":
+            if origin is not None:
+                raise SIPParseError("duplicate o= line")
+            origin = Origin.parse(value)
+        elif kind == "s":
+            if session_name is not None:
+                raise SIPParseError("duplicate s= line")
+            session_name = value
+        elif kind == "t":
+            times.append(line)
+        elif kind == "r":
+            if not times:
+                raise SIPParseError("r= line before any t= line")
+            times.append(line)
+        elif kind == "i":
+            if info is not None:
+                raise SIPParseError("duplicate session-level i= line")
+            info = value
+        elif kind == "u":
+            if uri is not None:
+                raise SIPParseError("duplicate u= line")
+            uri = value
+        elif kind == "e":
+            emails.append(value)
+        elif kind == "p":
+            phones.append(value)
+        elif kind == "z":
+            timezones.append(value)
+        elif kind == "k":
+            if key is not None:
+                raise SIPParseError("duplicate session-level k= line")
+            key = value
+        elif kind == "v":
+            raise SIPParseError("duplicate v= line")
+        else:
+            unknown.append(line)
+
+    if origin is None:
+        raise SIPParseError("SDP has no o= line")
+    return cls(
+        origin=origin,
+        session_name="-" if session_name is None else session_name,
+        version=0,
+        info=info,
+        uri=uri,
+        emails=emails,
+        phones=phones,
+        connection=connection,
+        bandwidths=bandwidths,
+        times=times or ["t=0 0"],
+        timezones=timezones,
+        key=key,
+        attributes=attributes,
+        media=media_list,
+        unknown=unknown,
+    )
