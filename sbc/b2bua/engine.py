@@ -51,7 +51,7 @@ from .call import (
     Leg,
     Origin,
     PendingReinvite,
-    build_in_dialog,
+    _build_in_dialog,
     contact_uri,
     display_and_user,
     new_call_id,
@@ -99,31 +99,6 @@ CODE_TRANSPORT_ERROR = 503
 # would otherwise keep every finished Call object alive until then (same rule as the
 # transaction layer's HEAP_COMPACT_MIN).
 TIMER_HEAP_COMPACT_MIN = 1024
-
-
-class _Isolated:
-    """The context manager behind :meth:`B2BUA._isolated`: a class, not a generator-based
-    ``contextmanager``, because it wraps every message a call handles and the generator
-    machinery cost about four times as much per use."""
-
-    __slots__ = ("b2bua", "call", "now", "answer")
-
-    def __init__(
-        self, b2bua: B2BUA, call: Call | None, now: float, answer: tuple[TransactionKey, Request] | None
-    ) -> None:
-        self.b2bua = b2bua
-        self.call = call
-        self.now = now
-        self.answer = answer
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
-        if exc_type is None or not issubclass(exc_type, Exception):
-            return False
-        self.b2bua._isolation_failed(self.call, self.now, self.answer)
-        return True
 
 
 @dataclass(slots=True)
@@ -218,7 +193,7 @@ class B2BUA:
             heapq.heapify(heap)
             self._stale_timers = 0
 
-    def _pop_timer(self) -> tuple[float, int, Call, str]:
+    def _pop_timer(self) -> tuple:
         entry: tuple = heapq.heappop(self._timers)
         call: Call = entry[2]
         call.timer_entries -= 1
@@ -241,7 +216,7 @@ class B2BUA:
             when, _, call, what = self._pop_timer()
             if call.state is CallState.ENDED:
                 continue
-            with self._isolated(call, now):
+            try:
                 if what == "attempt" and call.attempt_deadline is not None and call.attempt_deadline <= now:
                     self._attempt_timed_out(call, now)
                 elif what == "2xx" and call.a_2xx_next is not None and call.a_2xx_next <= now:
@@ -259,6 +234,8 @@ class B2BUA:
                     and call.session_expires_at <= now
                 ):
                     self._hangup(call, now, by="sbc", reason="session timer expired")
+            except Exception:
+                self._isolation_failed(call, now, None)
 
     # -- new calls ------------------------------------------------------------------------------
 
@@ -363,7 +340,11 @@ class B2BUA:
             setup_at=now,
             caller_display=caller_display,
         )
-        call.a_100rel = any(v.strip().lower() == "100rel" for v in req.values("Require"))
+        v: str
+        for v in req.values("Require"):  # noqa: SIM110 - a loop: any() over a generator is a closure
+            if v.strip().lower() == "100rel":
+                call.a_100rel = True
+                break
         return call
 
     def _inbound(self, req: Request, key: TransactionKey, source: Address, carrier: str, now: float) -> None:
@@ -421,7 +402,7 @@ class B2BUA:
         self._next_attempt(call, now)
 
     def _admit_limits(
-        self, call: Call, req: Request, key: TransactionKey, scopes: list[LimitScope], now: float
+        self, call: Call, req: Request, key: TransactionKey, scopes: list, now: float
     ) -> bool:
         hit: LimitHit | None = check_limits(scopes, now, self.rates, self.calls_in_progress)
         if hit is None:
@@ -587,7 +568,7 @@ class B2BUA:
             mf = int((a_inv.get("Max-Forwards") if a_inv is not None else None) or 70)
         except ValueError:
             mf = 70
-        req: Request = build_in_dialog(
+        req: Request = _build_in_dialog(
             leg,
             "INVITE",
             via_host=_host(host),
@@ -627,7 +608,7 @@ class B2BUA:
         else:
             self._attempt_failed(call, CODE_TIMEOUT, reason, now)  # inbound: hunt the next target
 
-    def _attempt_failed(self, call: Call, code: int | None, reason: str, now: float) -> None:
+    def _attempt_failed(self, call: Call, code, reason: str, now: float) -> None:
         b = call.b
         if b is not None:
             self._dialogs.pop((b.call_id, b.local_tag), None)
@@ -667,12 +648,14 @@ class B2BUA:
         entry: tuple = self._by_client_key.get(event.key)
         if entry is None:
             if self.prober.owns(event.key):
-                with self._isolated(None, now):
+                try:
                     self.prober.on_response(event.key, event.response, now)
+                except Exception:
+                    self._isolation_failed(None, now, None)
             return
         call, kind = entry
         resp: Response = event.response
-        with self._isolated(call, now):
+        try:
             if kind == "invite":
                 self._invite_response(call, event.key, resp, now)
             elif kind == "reinvite":
@@ -681,6 +664,8 @@ class B2BUA:
                 self._relay_response(call, event.key, resp, now)
             elif kind == "bridge":
                 self._bridge_response(call, event.key, resp, now)
+        except Exception:
+            self._isolation_failed(call, now, None)
         if resp.status >= 300 or (resp.status >= 200 and kind not in ("invite", "reinvite", "bridge")):
             # INVITE keys stay until their transaction ends: every 2xx retransmission needs an ACK.
             self._by_client_key.pop(event.key, None)
@@ -796,7 +781,7 @@ class B2BUA:
         metrics.SIP_MESSAGES_DROPPED.labels(leg.peer.transport, "bad-response").inc()
         log.debug("dropped response from %s:%s: %s", leg.peer.host, leg.peer.port, err.reason)
 
-    def _response_to_a(self, call: Call, status: int, resp: Response, now: float) -> Response:
+    def _response_to_a(self, call: Call, status, resp: Response, now: float) -> Response:
         a = call.a
         assert a.invite is not None
         host, port = self.local_address(a.peer.transport)
@@ -872,7 +857,7 @@ class B2BUA:
             return
         cseq_num, method = resp.cseq
         host, port = self.local_address(leg.peer.transport)
-        req = build_in_dialog(
+        req = _build_in_dialog(
             leg,
             "PRACK",
             via_host=_host(host),
@@ -894,7 +879,7 @@ class B2BUA:
             return
         host, port = self.local_address(b.peer.transport)
         assert b.invite is not None
-        ack = build_in_dialog(
+        ack = _build_in_dialog(
             b,
             "ACK",
             via_host=_host(host),
@@ -942,7 +927,7 @@ class B2BUA:
             self._drop_response(leg, e)
             return
         host, port = self.local_address(dest.transport)
-        ack = build_in_dialog(
+        ack = _build_in_dialog(
             leg,
             "ACK",
             via_host=_host(host),
@@ -969,41 +954,53 @@ class B2BUA:
             return
         call, leg = entry
         if leg is call.b and resp.cseq[0] == (leg.invite.cseq[0] if leg.invite else -1):
-            with self._isolated(call, now):
+            try:
                 self._resend_b_ack(call)
+            except Exception:
+                self._isolation_failed(call, now, None)
 
     # -- caller side events ---------------------------------------------------------------------
 
     def _on_event(self, event: object, now: float) -> None:
-        """CANCELs, ACKs and transaction ends from the core. Never raises (see :meth:`_isolated`)."""
+        """CANCELs, ACKs and transaction ends from the core. Never raises (see :meth:`_isolation_failed`)."""
         entry: tuple
         if isinstance(event, tuple) and event and event[0] == "cancel":
             _, invite_key, cancel = event
             call = self._by_server_key.get(invite_key)
             if call is not None:
-                with self._isolated(call, now):
+                try:
                     self._caller_cancelled(call, now)
+                except Exception:
+                    self._isolation_failed(call, now, None)
                 return
             # A CANCEL of a re-INVITE carries the dialog's Call-ID and tags.
             entry = self._dialogs.get((cancel.call_id, cancel.to_tag or ""))
             if entry is not None:
-                with self._isolated(entry[0], now):
+                try:
                     self._cancel_reinvite(entry[0], invite_key, now)
+                except Exception:
+                    self._isolation_failed(entry[0], now, None)
         elif isinstance(event, AckReceived):
             entry = self._dialogs.get((event.request.call_id, event.request.to_tag or ""))
             if entry is not None:
-                with self._isolated(entry[0], now):
+                try:
                     self._on_ack(event.request, now)
+                except Exception:
+                    self._isolation_failed(entry[0], now, None)
         elif isinstance(event, (TransactionTimeout, TransactionTransportError)):
             if self.prober.owns(event.key):
-                with self._isolated(None, now):
+                try:
                     self.prober.on_failure(event.key, now)
+                except Exception:
+                    self._isolation_failed(None, now, None)
                 return
             entry = self._by_client_key.pop(event.key, None)
             if entry is not None:
                 call, kind = entry
-                with self._isolated(call, now):
+                try:
                     self._client_failed(call, kind, event, now)
+                except Exception:
+                    self._isolation_failed(call, now, None)
             else:
                 call = self._by_server_key.get(event.key)
                 if call is not None and isinstance(event, TransactionTransportError):
@@ -1113,8 +1110,10 @@ class B2BUA:
         if entry is None:
             return False
         call, leg = entry
-        with self._isolated(call, now, answer=(key, req)):
+        try:
             self._in_dialog(call, leg, req, key, now)
+        except Exception:
+            self._isolation_failed(call, now, (key, req))
         return True
 
     def _in_dialog(self, call: Call, leg: Leg, req: Request, key: TransactionKey, now: float) -> None:
@@ -1194,7 +1193,7 @@ class B2BUA:
     ) -> TransactionKey:
         host, port = self.local_address(far.peer.transport)
         extra = [(n, v) for n, v in req.headers if n in RELAYED_HEADERS and n != "Content-Type"]
-        out = build_in_dialog(
+        out = _build_in_dialog(
             far,
             method,
             via_host=_host(host),
@@ -1292,7 +1291,7 @@ class B2BUA:
             ctype = ack.get("Content-Type")
         else:
             ctype = None
-        out = build_in_dialog(
+        out = _build_in_dialog(
             far,
             "ACK",
             via_host=_host(host),
@@ -1356,9 +1355,14 @@ class B2BUA:
             return body
         if call.media is None:
             call.media = CallMedia()
-        media, manager = call.media, self.media
+        media: CallMedia = call.media
         if ctype == "application/sdp":
-            return manager.rewrite(media, side, body, call)
+            return self.media.rewrite(media, side, body, call)
+        return self._anchor_multipart(call, side, msg, body)
+
+    def _anchor_multipart(self, call: Call, side: str, msg: Request | Response, body: bytes) -> bytes:
+        """:meth:`_anchor` of a multipart body (apart: its lambda would make _anchor a closure)."""
+        media, manager = call.media, self.media
         try:  # SIP-I and the like: the SDP part is anchored, the others relayed as they are
             return rewrite_sdp(
                 msg.get("Content-Type") or "", body, lambda sdp: manager.rewrite(media, side, sdp, call)
@@ -1402,7 +1406,7 @@ class B2BUA:
 
     def _send_bye(self, call: Call, leg: Leg, now: float) -> None:
         host, port = self.local_address(leg.peer.transport)
-        req = build_in_dialog(
+        req = _build_in_dialog(
             leg,
             "BYE",
             via_host=_host(host),
@@ -1418,7 +1422,7 @@ class B2BUA:
         key = self.tx.send_request(req, dest, now)
         self._by_client_key[key] = (call, "bye")
 
-    def _hangup(self, call: Call, now: float, *, by: str, reason: str) -> None:
+    def _hangup(self, call: Call, now: float, by: str, reason: str) -> None:
         """The SBC ends an established or answered call: BYE both legs (the callee's 2xx is
         ACKed first when the caller never ACKed ours)."""
         if call.state is CallState.ENDED:
@@ -1432,7 +1436,7 @@ class B2BUA:
                 self._send_bye(call, leg, now)
         self._finish(call, now, 200, hangup_by=by, reason=reason)
 
-    def _fail_call(self, call: Call, now: float, code: int) -> None:
+    def _fail_call(self, call: Call, now: float, code) -> None:
         """No attempt succeeded: give the caller ``code``.
 
         A redirect (3xx) is not passed on: its Contact would reveal the far side and invite
@@ -1447,7 +1451,7 @@ class B2BUA:
             call.a_final_sent = True
         self._finish(call, now, code, hangup_by=None, reason="failed")
 
-    def _finish(self, call: Call, now: float, code: int, *, hangup_by: str | None, reason: str) -> None:
+    def _finish(self, call: Call, now: float, code, hangup_by: str | None, reason: str) -> None:
         """End ``call`` for good: forget it, release its limits, emit its CDR (exactly once).
 
         Its dialogs are forgotten at once: a late in-dialog request gets 481 from the core,
@@ -1487,18 +1491,13 @@ class B2BUA:
                 log.exception("call %s: limits released twice", call.id)
         self._emit_cdr(call)
 
-    def _isolated(
-        self, call: Call | None, now: float, *, answer: tuple[TransactionKey, Request] | None = None
-    ) -> _Isolated:
-        """Run one piece of ``call``'s handling so that an unexpected exception (a bug) ends
-        that call alone (:meth:`_abort`) and never reaches the core or another call. With
-        ``answer`` (a server transaction and its request), that request then gets 500 if it
-        has no final response yet. Swallows every ``Exception``."""
-        return _Isolated(self, call, now, answer)
-
-    def _isolation_failed(
-        self, call: Call | None, now: float, answer: tuple[TransactionKey, Request] | None
-    ) -> None:
+    def _isolation_failed(self, call: Call | None, now: float, answer: tuple | None) -> None:
+        """The handler of one piece of ``call``'s handling raised ``Exception`` (a bug): end that
+        call alone (:meth:`_abort`), so the exception never reaches the core or another call.
+        With ``answer`` (a server transaction and its request), that request then gets 500 if it
+        has no final response yet. Called from ``except Exception:`` around each such piece (a
+        try statement: a context manager object per message cost a call to create it and two
+        to enter and leave it)."""
         log.exception("call %s: unexpected error, ending the call", call.id if call else "-")
         if call is not None:
             self._abort(call, now)
@@ -1507,7 +1506,7 @@ class B2BUA:
             with contextlib.suppress(Exception):
                 self.core.respond(key, make_response(req, CODE_INTERNAL_ERROR), now)
 
-    def _abort(self, call: Call, now: float, *, reason: str = "internal error") -> None:
+    def _abort(self, call: Call, now: float, reason: str = "internal error") -> None:
         """Tear ``call`` down after something went wrong on the SBC's side.
 
         The caller gets 500 if it has no final response yet, else a BYE; the callee gets a
@@ -1543,9 +1542,7 @@ class B2BUA:
             self.calls.pop(call.id, None)
 
     def _emit_cdr(self, call: Call) -> None:
-        def wall(t: float) -> datetime:
-            return datetime.fromtimestamp(t + self.wall_offset, UTC)
-
+        offset = self.wall_offset
         answered = call.answered_at is not None
         code = call.final_code or 500
         if answered:
@@ -1566,17 +1563,17 @@ class B2BUA:
                 direction="originated" if call.origin is not None else call.direction,
                 caller=call.caller or "anonymous",
                 callee=call.callee or "unknown",
-                setup_time=wall(call.setup_at),
-                end_time=wall(call.ended_at or call.setup_at),
+                setup_time=_wall(call.setup_at, offset),
+                end_time=_wall(call.ended_at or call.setup_at, offset),
                 disposition=disposition,
                 sip_code=200 if answered else code,
-                answer_time=wall(call.answered_at) if answered else None,
+                answer_time=_wall(call.answered_at, offset) if answered else None,
                 hangup_by=call.hangup_by,
                 customer=call.customer,
                 carrier=call.carrier,
                 trunk=call.trunk,
                 gateway=call.gateway,
-                attempts=tuple(CdrAttempt(c, g, code_, r) for c, g, code_, r in call.attempts),
+                attempts=tuple([CdrAttempt(c, g, code_, r) for c, g, code_, r in call.attempts]),
                 end_reason=call.end_reason[:64],
                 media={
                     **({"streams": call.media_stats} if call.media_stats else {}),
@@ -1614,7 +1611,7 @@ class B2BUA:
         call = self.find_call(call_id, customer)
         if call is None:
             return False
-        with self._isolated(call, now):
+        try:
             if call.answered_at is not None:
                 self._hangup(call, now, by="api", reason="hung up through the API")
                 return True
@@ -1629,6 +1626,8 @@ class B2BUA:
                 self._by_client_key[b.invite_key] = (call, "invite")
             call.end_reason = "hung up through the API"
             self._finish(call, now, 487, hangup_by="api", reason="hung up through the API")
+        except Exception:
+            self._isolation_failed(call, now, None)
         return True
 
     def originate(
@@ -1682,8 +1681,10 @@ class B2BUA:
         self.calls[call.id] = call
         metrics.ATTEMPTS_BY_DIRECTION[call.direction].inc()
         call.failover = FailoverState(plan)
-        with self._isolated(call, now):
+        try:
             self._next_attempt(call, now)
+        except Exception:
+            self._isolation_failed(call, now, None)
         return self._live(call)
 
     def _bridge_targets(self, bridge_to: str, e164: str, customer: str | None) -> list[tuple[str, Address]]:
@@ -1727,7 +1728,7 @@ class B2BUA:
             remote_target=bridge_uri,
         )
 
-    def _destination(self, host: str, port: int | None, transport: str) -> Address | None:
+    def _destination(self, host: str, port, transport: str) -> Address | None:
         """Where to send to ``host``: itself when an IP literal, else its first resolved address
         from the DNS cache; None when the name is not resolved (the cache then queues it)."""
         if _is_ip_literal(host):
@@ -1767,7 +1768,7 @@ class B2BUA:
         except MediaError as e:
             self._bridge_failed(call, e.status, e.reason, now)
             return
-        req = build_in_dialog(
+        req = _build_in_dialog(
             a,
             "INVITE",
             via_host=_host(host),
@@ -1816,18 +1817,22 @@ class B2BUA:
         a.remote_cseq = 0
         with contextlib.suppress(MediaError):
             self._anchor(call, "a", resp)  # points the relay at the bridge target's media
-        ack = build_in_dialog(
-            a, "ACK", via_host=_host(self.local_address(a.peer.transport)[0]),
-            via_port=self.local_address(a.peer.transport)[1], contact="", user_agent=self.user_agent,
+        ack = _build_in_dialog(
+            a,
+            "ACK",
+            via_host=_host(self.local_address(a.peer.transport)[0]),
+            via_port=self.local_address(a.peer.transport)[1],
+            contact="",
+            user_agent=self.user_agent,
             cseq=a.invite.cseq[0] if a.invite is not None else None,
-        )  # fmt: skip
+        )
         dest = target_address(a.remote_target or "", a.peer.transport, a.peer)
         origin.a_ack = (ack, dest)
         origin.bridged = True
         self.tx.send_stateless(ack, dest)
         call.state = CallState.CONFIRMED
 
-    def _bridge_failed(self, call: Call, code: int, reason: str, now: float) -> None:
+    def _bridge_failed(self, call: Call, code, reason: str, now: float) -> None:
         """The bridge target refused or never answered: the trunk's next target is called when
         there is one and the failure allows it (no answer, transport error, 5xx: the trunk's
         failover rule for inbound calls), else the answered callee gets a BYE."""
@@ -1923,6 +1928,11 @@ def _user_or_empty(value: str | None) -> str:
         return display_and_user(value or "")[1] or ""
     except SIPParseError:
         return ""
+
+
+def _wall(t, offset) -> datetime:
+    """Monotonic ``t`` as a wall-clock UTC time, ``offset`` being the wall clock minus ``now``."""
+    return datetime.fromtimestamp(t + offset, UTC)
 
 
 def _host(host: str) -> str:
