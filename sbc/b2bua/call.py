@@ -354,7 +354,9 @@ def _build_in_dialog(
     cseq=None,
 ) -> Request:
     """build_in_dialog without its keyword-only marker: cpdef (see call.pxd), so the engine calls
-    it directly in C, which a function with keyword-only arguments cannot be."""
+    it directly in C, which a function with keyword-only arguments cannot be. A compiled caller
+    passes every optional argument before the last one it gives: skipping one makes Cython fall
+    back to a Python call."""
     uri: str = leg.remote_target or leg.remote_uri
     if uri.startswith("<") or '"' in uri:
         uri = str(name_addr_view(uri).uri)

@@ -505,7 +505,7 @@ class B2BUA:
             call.target_index += 1
             uri = _inbound_request_uri(target.uri, call.callee)
             parsed = parse_target(uri)
-            dest = self._destination(*parsed) if parsed is not None else None
+            dest = self._destination(parsed[0], parsed[1], parsed[2]) if parsed is not None else None
             if dest is None:
                 reason = "host name does not resolve" if parsed is not None else "not a SIP URI"
                 call.attempts.append((None, target.uri, 503, reason))
@@ -864,6 +864,8 @@ class B2BUA:
             via_port=port,
             contact=f"<sip:sbc@{_host(host)}:{port}>",
             user_agent=self.user_agent,
+            body=b"",
+            content_type=None,
             extra=[("RAck", f"{rseq.strip()} {cseq_num} {method}")],
         )
         key = self.tx.send_request(
@@ -888,6 +890,7 @@ class B2BUA:
             user_agent=self.user_agent,
             body=body,
             content_type=ctype,
+            extra=None,
             cseq=b.invite.cseq[0],
         )
         dest = target_address(b.remote_target or "", b.peer.transport, b.peer)
@@ -934,6 +937,9 @@ class B2BUA:
             via_port=port,
             contact="",
             user_agent=self.user_agent,
+            body=b"",
+            content_type=None,
+            extra=None,
             cseq=req.cseq[0],
         )
         ack_dest = target_address(leg.remote_target or "", dest.transport, dest)
@@ -1300,6 +1306,7 @@ class B2BUA:
             user_agent=self.user_agent,
             body=body,
             content_type=ctype if body else None,
+            extra=None,
             cseq=pending.cseq,
         )
         dest = (
@@ -1824,6 +1831,9 @@ class B2BUA:
             via_port=self.local_address(a.peer.transport)[1],
             contact="",
             user_agent=self.user_agent,
+            body=b"",
+            content_type=None,
+            extra=None,
             cseq=a.invite.cseq[0] if a.invite is not None else None,
         )
         dest = target_address(a.remote_target or "", a.peer.transport, a.peer)

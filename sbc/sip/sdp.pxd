@@ -77,3 +77,6 @@ cdef class SessionDescription:
     cpdef bump_version(self)
 
 cpdef SessionDescription _parse(cls, data)
+cpdef Origin _parse_origin(cls, str value)
+cpdef Connection _parse_connection(cls, str value)
+cpdef MediaDescription _parse_m_line(cls, str value)

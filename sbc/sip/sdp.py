@@ -209,12 +209,7 @@ class Origin:
         Returns the Origin. Raises SIPParseError unless there are exactly six fields and
         sess-version is a decimal number.
         """
-        parts: list = value.split()
-        if len(parts) != 6:
-            raise SIPParseError(f"malformed o= line {_excerpt(value)}: expected 6 fields")
-        if not _is_digits(parts[2]):
-            raise SIPParseError(f"non-numeric o= sess-version {_excerpt(parts[2])}")
-        return cls(parts[0], parts[1], int(parts[2]), parts[3], parts[4], parts[5])
+        return _parse_origin(cls, value)
 
     def __str__(self) -> str:
         """The ``o=`` line value as it is written on the wire."""
@@ -244,35 +239,7 @@ class Connection:
         declared family (an FQDN is accepted), or a non-numeric ttl/count. A network or address
         type other than IN/IP4/IP6 gets status 488: it is legal SDP the SBC cannot anchor.
         """
-        parts: list = value.split()
-        if len(parts) != 3:
-            raise SIPParseError(
-                f"malformed c= line {_excerpt(value)}: expected '<nettype> <addrtype> <address>'"
-            )
-        nettype: str = parts[0]
-        addrtype: str = parts[1]
-        spec: str = parts[2]
-        if nettype != "IN":
-            raise SIPParseError(f"unsupported c= network type {_excerpt(nettype)}", status=488)
-        if addrtype != "IP4" and addrtype != "IP6":
-            raise SIPParseError(f"unsupported c= address type {_excerpt(addrtype)}", status=488)
-        address, slash, suffix = spec.partition("/")
-        ttl = count = None
-        if slash:
-            extras = suffix.split("/")
-            if not all(_is_digits(x) for x in extras):
-                raise SIPParseError(f"malformed c= line {_excerpt(value)}: non-numeric ttl or count")
-            if addrtype == "IP4" and len(extras) <= 2:
-                ttl = extras[0]
-                count = extras[1] if len(extras) == 2 else None
-            elif addrtype == "IP6" and len(extras) == 1:
-                count = extras[0]
-            else:
-                raise SIPParseError(f"malformed c= line {_excerpt(value)}: too many '/' fields")
-        family = _address_family(address)
-        if family and family != (4 if addrtype == "IP4" else 6):
-            raise SIPParseError(f"c= address {_excerpt(address)} is not an {addrtype} address")
-        return cls(nettype, addrtype, address, ttl, count)
+        return _parse_connection(cls, value)
 
     @classmethod
     def from_address(cls, address: str) -> Connection:
@@ -348,19 +315,7 @@ class MediaDescription:
         proto) or the port or port count is not a decimal number in range. No format at all is
         accepted (some stacks decline with ``m=audio 0 RTP/AVP``).
         """
-        parts: list = value.split()
-        if len(parts) < 3:
-            raise SIPParseError(
-                f"malformed m= line {_excerpt(value)}: expected '<media> <port> <proto> <fmt>...'"
-            )
-        port_text, slash, count_text = parts[1].partition("/")
-        port = _parse_port(port_text, "m= port")
-        port_count = None
-        if slash:
-            if not _is_digits(count_text) or int(count_text) == 0:
-                raise SIPParseError(f"invalid m= port count {_excerpt(count_text)}")
-            port_count = int(count_text)
-        return cls(parts[0], port, parts[2], parts[3:], port_count)
+        return _parse_m_line(cls, value)
 
     # Direction and hold.
 
@@ -621,6 +576,7 @@ class SessionDescription:
         for attribute in self.attributes:
             out.append(_attribute_line(attribute))
         out.extend(self.unknown)
+        media: MediaDescription
         for media in self.media:
             media._write(out)
         text: str = "\r\n".join(out)
@@ -757,10 +713,10 @@ def _parse(cls, data) -> SessionDescription:
                 (name, attr_value if colon else None)
             )
         elif kind == "m":
-            current = MediaDescription.parse_m_line(value)
+            current = _parse_m_line(MediaDescription, value)
             media_list.append(current)
         elif kind == "c":
-            parsed = Connection.parse(value)
+            parsed = _parse_connection(Connection, value)
             if current is not None:
                 current.connections.append(parsed)
             elif connection is not None:
@@ -789,7 +745,7 @@ def _parse(cls, data) -> SessionDescription:
         elif kind == "o":
             if origin is not None:
                 raise SIPParseError("duplicate o= line")
-            origin = Origin.parse(value)
+            origin = _parse_origin(Origin, value)
         elif kind == "s":
             if session_name is not None:
                 raise SIPParseError("duplicate s= line")
@@ -825,20 +781,86 @@ def _parse(cls, data) -> SessionDescription:
 
     if origin is None:
         raise SIPParseError("SDP has no o= line")
+    # Positional, in the order of the fields (a call with 15 keywords costs parsing them by name):
+    # origin, session_name, version, info, uri, emails, phones, connection, bandwidths, times,
+    # timezones, key, attributes, media, unknown.
     return cls(
-        origin=origin,
-        session_name="-" if session_name is None else session_name,
-        version=0,
-        info=info,
-        uri=uri,
-        emails=emails,
-        phones=phones,
-        connection=connection,
-        bandwidths=bandwidths,
-        times=times or ["t=0 0"],
-        timezones=timezones,
-        key=key,
-        attributes=attributes,
-        media=media_list,
-        unknown=unknown,
+        origin,
+        "-" if session_name is None else session_name,
+        0,
+        info,
+        uri,
+        emails,
+        phones,
+        connection,
+        bandwidths,
+        times or ["t=0 0"],
+        timezones,
+        key,
+        attributes,
+        media_list,
+        unknown,
     )
+
+
+def _parse_origin(cls, value: str) -> Origin:
+    """Origin.parse (``cls`` is the class it was called on), called directly by _parse."""
+    parts: list = value.split()
+    if len(parts) != 6:
+        raise SIPParseError(f"malformed o= line {_excerpt(value)}: expected 6 fields")
+    if not _is_digits(parts[2]):
+        raise SIPParseError(f"non-numeric o= sess-version {_excerpt(parts[2])}")
+    return cls(parts[0], parts[1], int(parts[2]), parts[3], parts[4], parts[5])
+
+
+def _parse_connection(cls, value: str) -> Connection:
+    """Connection.parse (``cls`` is the class it was called on), called directly by _parse."""
+    parts: list = value.split()
+    if len(parts) != 3:
+        raise SIPParseError(
+            f"malformed c= line {_excerpt(value)}: expected '<nettype> <addrtype> <address>'"
+        )
+    nettype: str = parts[0]
+    addrtype: str = parts[1]
+    spec: str = parts[2]
+    if nettype != "IN":
+        raise SIPParseError(f"unsupported c= network type {_excerpt(nettype)}", status=488)
+    if addrtype != "IP4" and addrtype != "IP6":
+        raise SIPParseError(f"unsupported c= address type {_excerpt(addrtype)}", status=488)
+    address, slash, suffix = spec.partition("/")
+    ttl = count = None
+    if slash:
+        extras = suffix.split("/")
+        x: str
+        for x in extras:
+            if not _is_digits(x):
+                raise SIPParseError(f"malformed c= line {_excerpt(value)}: non-numeric ttl or count")
+        if addrtype == "IP4" and len(extras) <= 2:
+            ttl = extras[0]
+            count = extras[1] if len(extras) == 2 else None
+        elif addrtype == "IP6" and len(extras) == 1:
+            count = extras[0]
+        else:
+            raise SIPParseError(f"malformed c= line {_excerpt(value)}: too many '/' fields")
+    family = _address_family(address)
+    if family and family != (4 if addrtype == "IP4" else 6):
+        raise SIPParseError(f"c= address {_excerpt(address)} is not an {addrtype} address")
+    return cls(nettype, addrtype, address, ttl, count)
+
+
+def _parse_m_line(cls, value: str) -> MediaDescription:
+    """MediaDescription.parse_m_line (``cls`` is the class it was called on), called directly by
+    _parse."""
+    parts: list = value.split()
+    if len(parts) < 3:
+        raise SIPParseError(
+            f"malformed m= line {_excerpt(value)}: expected '<media> <port> <proto> <fmt>...'"
+        )
+    port_text, slash, count_text = parts[1].partition("/")
+    port = _parse_port(port_text, "m= port")
+    port_count = None
+    if slash:
+        if not _is_digits(count_text) or int(count_text) == 0:
+            raise SIPParseError(f"invalid m= port count {_excerpt(count_text)}")
+        port_count = int(count_text)
+    return cls(parts[0], port, parts[2], parts[3:], port_count)
