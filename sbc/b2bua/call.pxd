@@ -97,6 +97,8 @@ cdef class Call:
     cdef public object a_rel_give_up
     cpdef Leg other(self, Leg leg)
 
+cpdef str new_call_id(str host)
+cpdef str new_call_ref()
 cpdef str _without_tag_text(str value)
 cpdef str strip_tag(str name_addr)
 cpdef str contact_uri(str value)

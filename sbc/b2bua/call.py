@@ -319,13 +319,22 @@ class Call:
 def new_call_id(host: str) -> str:
     """A fresh Call-ID that reveals nothing about the other leg (RFC 3261 §8.1.1.4), and that
     steers to this worker (``sbc run --workers N``), so the leg's answers come back here."""
-    return PLACEMENT.make(lambda: f"{random_hex(12)}@{host}")
+    # A partial, not a lambda: a closure would keep new_call_id from being cpdef (call.pxd).
+    return PLACEMENT.make(functools.partial(_call_id_text, host))
+
+
+def _call_id_text(host: str) -> str:
+    return f"{random_hex(12)}@{host}"
 
 
 def new_call_ref() -> str:
     """The SBC's own id of a new call (the API's call id), steering to this worker like its
     Call-IDs, so that any worker can tell which one holds the call."""
-    return PLACEMENT.make(lambda: random_hex(8))
+    return PLACEMENT.make(_call_ref_text)
+
+
+def _call_ref_text() -> str:
+    return random_hex(8)
 
 
 # strip_tag's results by the value without its tag: a caller's From differs from call to call only

@@ -15,6 +15,8 @@ from sbc.b2bua.call cimport (
     _build_in_dialog,
     contact_uri,
     display_and_user,
+    new_call_id,
+    new_call_ref,
     parse_target,
     strip_tag,
     target_address,
