@@ -354,6 +354,15 @@ def is_rfc3261_branch(branch: str | None) -> bool:
     return branch is not None and len(branch) > _COOKIE_LEN and branch[:_COOKIE_LEN].lower() == _COOKIE_LOWER
 
 
+def _timer_live(entry: tuple) -> bool:
+    """Whether heap entry ``(when, seq, transaction, timer)`` is still due: its deadline is the
+    transaction's current one for that timer slot and the timer means something in its state."""
+    tx: _Transaction
+    when, _, tx, timer = entry
+    slot = tx.retx_at if timer in RETRANSMIT_TIMERS else tx.expire_at
+    return slot == when and (tx.state, timer) in tx.table
+
+
 class TransactionLayer:
     """All transactions of one SIP endpoint, driven by messages, TU calls and a clock it is given.
 
@@ -452,7 +461,7 @@ class TransactionLayer:
         # The str/tuple/list annotations on locals here and below are for the compiled build
         # (setup.py): Cython then compares, indexes and unpacks them in C. Python ignores them.
         branch: str = resp.branch
-        tx = None
+        tx: _Transaction = None
         if branch is not None:
             tx = self._clients.get(("C", branch.lower(), resp.cseq[1]))
         if tx is None:
@@ -473,6 +482,7 @@ class TransactionLayer:
 
     def _receive_request(self, req: Request, source: Address, now: float) -> list[Event]:
         key: tuple
+        tx: _Transaction
         method: str = req.method
         if method == "ACK":
             key = self._server_key(req, "INVITE")
@@ -664,7 +674,7 @@ class TransactionLayer:
         heap: list = self._heap
         while heap:
             entry: tuple = heap[0]
-            if self._timer_live(entry):
+            if _timer_live(entry):
                 return entry[0]
             heapq.heappop(heap)
             if self._stale:
@@ -681,9 +691,10 @@ class TransactionLayer:
         events: list[Event] = []
         heap: list = self._heap
         entry: tuple
+        tx: _Transaction
         while heap and heap[0][0] <= now:
             entry = heapq.heappop(heap)
-            if not self._timer_live(entry):
+            if not _timer_live(entry):
                 if self._stale:
                     self._stale -= 1
                 continue
@@ -709,12 +720,6 @@ class TransactionLayer:
         if key and key[0] == "C":
             return self._clients.get(key)
         return self._servers.get(key)
-
-    @staticmethod
-    def _timer_live(entry: tuple[float, int, _Transaction, Input]) -> bool:
-        when, _, tx, timer = entry
-        slot = tx.retx_at if timer in RETRANSMIT_TIMERS else tx.expire_at
-        return slot == when and (tx.state, timer) in tx.table
 
     def _start_timer(self, tx: _Transaction, timer: Input, now: float, events: list[Event] | None) -> None:
         duration = self._durations[tx.reliable][timer]
@@ -744,8 +749,7 @@ class TransactionLayer:
         heapq.heappush(heap, (when, next(self._seq), tx, timer))
         if self._stale > len(heap) // 2 and len(heap) >= HEAP_COMPACT_MIN:
             # In place: handle_timer() may be iterating over this very list.
-            live = self._timer_live
-            heap[:] = [e for e in heap if live(e)]
+            heap[:] = [e for e in heap if _timer_live(e)]
             heapq.heapify(heap)
             self._stale = 0
 
