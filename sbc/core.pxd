@@ -2,8 +2,13 @@
 # read its fields as struct members (see README, Benchmarks). A field added in core.py must be
 # declared here too. Annotations "req: Request" and "resp: Response" in core.py become typed (their
 # fields read as struct members); such an argument must never be None.
+# The methods run per message or timer are cpdef, and the checks are cimported from checks.pxd:
+# compiled callers (these methods, and the B2BUA's typed SipCore) call them directly in C instead
+# of looking them up by name and parsing their arguments. A Python override on an instance or a
+# subclass still wins (checked per call).
 from sbc.sip.message cimport Request, Response
 from sbc.sip.transaction cimport TransactionLayer
+from sbc.sip.checks cimport check_request
 
 cdef class SipCore:
     cdef dict __dict__
@@ -22,3 +27,14 @@ cdef class SipCore:
     cdef public object dialog_handler
     cdef public list timer_owners
     cdef public object divert
+
+    cpdef receive(self, bytes data, object source, double now)
+    cpdef _receive_response(self, Response msg, object source, double now)
+    cpdef _dispatch(self, object event, double now)
+    cpdef _handle_request(self, Request req, object key, double now)
+    cpdef bint _shed(self, Request req, object source, double now)
+    cpdef respond(self, object key, Response response, double now)
+    cpdef list pop_outgoing(self)
+    cpdef object next_timer(self)
+    cpdef transport_error(self, object key, double now)
+    cpdef handle_timer(self, double now)

@@ -368,12 +368,14 @@ class SipCore:
 
     def next_timer(self) -> float | None:
         """When :meth:`handle_timer` must next be called (monotonic seconds), or None."""
-        times = [
-            t
-            for t in (self.transactions.next_timer(), *(o.next_timer() for o in self.timer_owners))
-            if t is not None
-        ]
-        return min(times) if times else None
+        # A plain loop: it runs after every message, and a generator is an object per call (and
+        # a closure, which a cpdef method cannot hold).
+        best = self.transactions.next_timer()
+        for owner in self.timer_owners:
+            t = owner.next_timer()
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
 
     def transport_error(self, key: object, now: float) -> None:
         """The I/O layer could not send the first request of client transaction ``key``: the
