@@ -9,6 +9,7 @@
 from sbc.sip.message cimport Request, Response
 from sbc.sip.transaction cimport TransactionLayer
 from sbc.sip.checks cimport check_request
+from sbc.metrics cimport HotChild
 
 cdef class SipCore:
     cdef dict __dict__
