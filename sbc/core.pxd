@@ -2,14 +2,17 @@
 # read its fields as struct members (see README, Benchmarks). A field added in core.py must be
 # declared here too. Annotations "req: Request" and "resp: Response" in core.py become typed (their
 # fields read as struct members); such an argument must never be None.
-# The methods run per message or timer are cpdef, and the checks are cimported from checks.pxd:
-# compiled callers (these methods, and the B2BUA's typed SipCore) call them directly in C instead
-# of looking them up by name and parsing their arguments. A Python override on an instance or a
-# subclass still wins (checked per call).
+# The methods run per message or timer, and new_tag, are cpdef, and the checks are cimported from
+# checks.pxd: compiled callers (these methods; another module only where it cimports SipCore and
+# types the field or variable holding it) call them directly in C instead of looking them up by
+# name and parsing their arguments. Python callers see the same methods, and a Python override on
+# an instance or a subclass still wins (checked per call).
 from sbc.sip.message cimport Request, Response
 from sbc.sip.transaction cimport TransactionLayer
 from sbc.sip.checks cimport check_request
 from sbc.metrics cimport HotChild
+
+cpdef str new_tag()
 
 cdef class SipCore:
     cdef dict __dict__
