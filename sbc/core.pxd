@@ -7,7 +7,7 @@
 # types the field or variable holding it) call them directly in C instead of looking them up by
 # name and parsing their arguments. Python callers see the same methods, and a Python override on
 # an instance or a subclass still wins (checked per call).
-from sbc.sip.message cimport Request, Response
+from sbc.sip.message cimport Request, Response, make_response, parse_message
 from sbc.sip.transaction cimport TransactionLayer
 from sbc.sip.checks cimport check_request
 from sbc.metrics cimport HotChild

@@ -4,7 +4,9 @@
 # Functions and methods declared cpdef here are called directly in C by compiled code (this module,
 # and sbc.b2bua.engine through cimport), skipping the name lookup and argument parsing of a Python
 # call; Python callers see them unchanged. Their typed arguments refuse other types.
+from sbc.sip.headers cimport NameAddr, contact_view, is_token, name_addr_view
 from sbc.sip.message cimport Request
+from sbc.sip.uri cimport SipURI, parse_uri, remember
 
 cdef class Leg:
     cdef public str call_id

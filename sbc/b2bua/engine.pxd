@@ -22,11 +22,12 @@ from sbc.b2bua.call cimport (
     target_address,
 )
 from sbc.media.manager cimport CallMedia, MediaManager
-from sbc.sip.message cimport Request, Response
+from sbc.core cimport SipCore, new_tag
+from sbc.sip.message cimport Request, Response, make_response
 
 cdef class B2BUA:
     cdef dict __dict__
-    cdef public object core
+    cdef public SipCore core
     cdef public object resolve
     cdef public object tx
     cdef public object local_address
@@ -54,7 +55,7 @@ cdef class B2BUA:
     cpdef _at(self, double when, Call call, str what)
     cpdef tuple _pop_timer(self)
     cpdef handle_timer(self, double now)
-    cpdef _on_invite(self, core, Request req, key, double now)
+    cpdef _on_invite(self, SipCore core, Request req, key, double now)
     cpdef _new_invite(self, Request req, key, double now)
     cpdef str _dialled(self, Request req)
     cpdef Call _new_call(self, Request req, key, source, str direction, double now)

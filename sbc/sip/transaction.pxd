@@ -8,7 +8,8 @@
 # typed), call them directly in C instead of looking them up by name and parsing their
 # arguments; Python callers see the same methods. Their argument types are the .py
 # annotations' ("now: float" is a C double, "req: Request" must be a Request, never None).
-from sbc.sip.message cimport Request, Response
+from sbc.sip.headers cimport via_view
+from sbc.sip.message cimport Request, Response, make_response
 
 cdef class _Transaction:
     cdef public object kind
