@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -9,6 +11,7 @@ from hypothesis import strategies as st
 from sbc.b2bua import call as call_module
 from sbc.b2bua.call import contact_uri, strip_tag
 from sbc.sip.errors import SIPParseError
+from sbc.sip.events import Address
 from sbc.sip.headers import NameAddr, parse_contact, parse_name_addr
 
 VALUES = [
@@ -91,3 +94,24 @@ def test_contact_uri_is_the_first_contacts_uri() -> None:
         contact_uri("<sip:a@b")
     with pytest.raises(SIPParseError):  # a bad value is refused every time, never remembered
         contact_uri("<sip:a@b")
+
+
+def test_written_out_inits_give_the_declared_defaults() -> None:
+    """Leg's and Call's __init__ are written out (call.py: Cython's generated one looks the
+    dataclasses module up per instance), so each default is spelt twice: in the field list and in
+    __init__. Built from the required arguments only, every field has its declared default, and a
+    default factory gives each instance a container of its own."""
+    def check(cls, make):  # noqa: ANN001, ANN202
+        one, two = make(), make()
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                assert getattr(one, f.name) == f.default, (cls.__name__, f.name)
+            elif f.default_factory is not dataclasses.MISSING:
+                assert getattr(one, f.name) == f.default_factory(), (cls.__name__, f.name)
+                assert getattr(one, f.name) is not getattr(two, f.name), (cls.__name__, f.name)
+
+    def leg() -> call_module.Leg:
+        return call_module.Leg("c1", "t1", "<sip:a@b>", "<sip:c@d>", Address("udp", "192.0.2.1", 5060))
+
+    check(call_module.Leg, leg)
+    check(call_module.Call, lambda: call_module.Call("id1", "inbound", leg(), "+1", "+2", 1.0))
