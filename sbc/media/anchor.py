@@ -102,21 +102,17 @@ def anchor(sdp: SessionDescription, relay_ip: str, ports: list) -> bytes:
     Modifies ``sdp`` in place.
     """
     m: MediaDescription
-    name: str
     for m, pair in zip(sdp.media, ports, strict=True):
         if pair is None or m.port == 0:
             m.decline()
             continue
         rtp, rtcp = pair
         m.port = rtp
-        for name, _ in m.attributes:
-            if name != "rtcp":
-                continue
+        if m.attribute_values("rtcp"):  # a method call, not any(...): a cpdef function holds no generator
             m.attributes = [
                 ("rtcp", str(rtcp if not m.rtcp_mux else rtp)) if name == "rtcp" else (name, value)
                 for name, value in m.attributes
             ]
-            break
     sdp.remove_attributes(ICE_ATTRIBUTES)
     sdp.set_address(relay_ip)
     sdp.bump_version()
