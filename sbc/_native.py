@@ -120,7 +120,8 @@ class FreshCompiledFinder(importlib.abc.MetaPathFinder):
         if not os.path.exists(source):
             return None
         listed = fullname in self.manifest
-        if not self.pure and listed and not self.stale() and source_matches(source, self.manifest[fullname]):
+        # stale() has hashed every listed source, this one's included: no second hash here.
+        if not self.pure and listed and not self.stale():
             self.chosen[fullname] = "compiled"
             return spec
         if not self.pure and not listed:  # an old build's leftover (a stale listed one warned above)
