@@ -106,7 +106,7 @@ cpdef str strip_tag(str name_addr)
 cpdef str contact_uri(str value)
 cpdef object target_address(str uri_text, str default_transport, object fallback)
 cpdef tuple parse_target(str uri_text, str default_transport=*)
-cpdef Request _build_in_dialog(Leg leg, str method, str via_host, object via_port, str contact,
+cpdef Request build_in_dialog(Leg leg, str method, str via_host, object via_port, str contact,
                                str user_agent, bytes body=*, str content_type=*, list extra=*,
                                object cseq=*)
 cpdef tuple display_and_user(str value)

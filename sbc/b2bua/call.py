@@ -443,27 +443,6 @@ def is_ip_literal(host: str) -> bool:
 def build_in_dialog(
     leg: Leg,
     method: str,
-    *,
-    via_host: str,
-    via_port: int,
-    contact: str,
-    user_agent: str,
-    body: bytes = b"",
-    content_type: str | None = None,
-    extra: list[tuple[str, str]] | None = None,
-    cseq: int | None = None,
-) -> Request:
-    """A request inside ``leg``'s dialog from the SBC (RFC 3261 §12.2.1.1).
-
-    Uses a new CSeq unless ``cseq`` is given (ACK and CANCEL reuse the INVITE's), the remote
-    target as Request-URI and the route set as Route. The top Via gets a fresh branch.
-    """
-    return _build_in_dialog(leg, method, via_host, via_port, contact, user_agent, body, content_type, extra, cseq)
-
-
-def _build_in_dialog(
-    leg: Leg,
-    method: str,
     via_host: str,
     via_port,
     contact: str,
@@ -473,10 +452,15 @@ def _build_in_dialog(
     extra: list | None = None,
     cseq=None,
 ) -> Request:
-    """build_in_dialog without its keyword-only marker: cpdef (see call.pxd), so the engine calls
-    it directly in C, which a function with keyword-only arguments cannot be. A compiled caller
-    passes every optional argument before the last one it gives: skipping one makes Cython fall
-    back to a Python call."""
+    """A request inside ``leg``'s dialog from the SBC (RFC 3261 §12.2.1.1).
+
+    Uses a new CSeq unless ``cseq`` is given (ACK and CANCEL reuse the INVITE's), the remote
+    target as Request-URI and the route set as Route. The top Via gets a fresh branch.
+
+    cpdef (call.pxd), so the engine calls it directly in C: hence no keyword-only arguments,
+    which cpdef cannot have. A compiled caller passes every optional argument before the last
+    one it gives: skipping one makes Cython fall back to a Python call.
+    """
     uri: str = leg.remote_target or leg.remote_uri
     if uri.startswith("<") or '"' in uri:
         uri = str(name_addr_view(uri).uri)

@@ -12,7 +12,7 @@
 from sbc.b2bua.call cimport (
     Call,
     Leg,
-    _build_in_dialog,
+    build_in_dialog,
     contact_uri,
     display_and_user,
     new_call_id,

@@ -51,7 +51,7 @@ from .call import (
     Leg,
     Origin,
     PendingReinvite,
-    _build_in_dialog,
+    build_in_dialog,
     contact_uri,
     display_and_user,
     new_call_id,
@@ -568,7 +568,7 @@ class B2BUA:
             mf = int((a_inv.get("Max-Forwards") if a_inv is not None else None) or 70)
         except ValueError:
             mf = 70
-        req: Request = _build_in_dialog(
+        req: Request = build_in_dialog(
             leg,
             "INVITE",
             via_host=_host(host),
@@ -857,7 +857,7 @@ class B2BUA:
             return
         cseq_num, method = resp.cseq
         host, port = self.local_address(leg.peer.transport)
-        req = _build_in_dialog(
+        req = build_in_dialog(
             leg,
             "PRACK",
             via_host=_host(host),
@@ -881,7 +881,7 @@ class B2BUA:
             return
         host, port = self.local_address(b.peer.transport)
         assert b.invite is not None
-        ack = _build_in_dialog(
+        ack = build_in_dialog(
             b,
             "ACK",
             via_host=_host(host),
@@ -930,7 +930,7 @@ class B2BUA:
             self._drop_response(leg, e)
             return
         host, port = self.local_address(dest.transport)
-        ack = _build_in_dialog(
+        ack = build_in_dialog(
             leg,
             "ACK",
             via_host=_host(host),
@@ -1199,7 +1199,7 @@ class B2BUA:
     ) -> TransactionKey:
         host, port = self.local_address(far.peer.transport)
         extra = [(n, v) for n, v in req.headers if n in RELAYED_HEADERS and n != "Content-Type"]
-        out = _build_in_dialog(
+        out = build_in_dialog(
             far,
             method,
             via_host=_host(host),
@@ -1297,7 +1297,7 @@ class B2BUA:
             ctype = ack.get("Content-Type")
         else:
             ctype = None
-        out = _build_in_dialog(
+        out = build_in_dialog(
             far,
             "ACK",
             via_host=_host(host),
@@ -1413,7 +1413,7 @@ class B2BUA:
 
     def _send_bye(self, call: Call, leg: Leg, now: float) -> None:
         host, port = self.local_address(leg.peer.transport)
-        req = _build_in_dialog(
+        req = build_in_dialog(
             leg,
             "BYE",
             via_host=_host(host),
@@ -1775,7 +1775,7 @@ class B2BUA:
         except MediaError as e:
             self._bridge_failed(call, e.status, e.reason, now)
             return
-        req = _build_in_dialog(
+        req = build_in_dialog(
             a,
             "INVITE",
             via_host=_host(host),
@@ -1824,7 +1824,7 @@ class B2BUA:
         a.remote_cseq = 0
         with contextlib.suppress(MediaError):
             self._anchor(call, "a", resp)  # points the relay at the bridge target's media
-        ack = _build_in_dialog(
+        ack = build_in_dialog(
             a,
             "ACK",
             via_host=_host(self.local_address(a.peer.transport)[0]),
