@@ -1180,13 +1180,20 @@ static rr_session *lock_session(rr_engine *e, uint64_t id, rr_worker **wout)
     return s;
 }
 
+/* How many freed sessions' sockets the io_uring workers have closed so far. */
+static uint64_t closes_finished(rr_engine *e)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < e->nworkers; i++)
+        n += __atomic_load_n(&e->workers[i].close_finished, __ATOMIC_ACQUIRE);
+    return n;
+}
+
 /* io_uring: sockets of freed sessions are closed by their worker on its next
  * wake-up.  With a short quarantine an allocation can meet its own engine's
- * ports still bound; wait (bounded) for the workers to drain their close queues.
- * Returns 1 if there was anything to wait for. */
-static int wait_for_closes(rr_engine *e)
+ * ports still bound; wait (bounded) for the workers to drain their close queues. */
+static void wait_for_closes(rr_engine *e)
 {
-    int waited = 0;
     for (int i = 0; i < e->nworkers; i++) {
         rr_worker *w = &e->workers[i];
         pthread_mutex_lock(&w->lock);
@@ -1200,12 +1207,10 @@ static int wait_for_closes(rr_engine *e)
         pthread_mutex_unlock(&w->lock);
         int64_t until = rr_now_ns() + RR_CLOSE_WAIT_NS;
         while (live && __atomic_load_n(&w->close_finished, __ATOMIC_ACQUIRE) < target && rr_now_ns() < until) {
-            waited = 1;
             struct timespec step = {.tv_sec = 0, .tv_nsec = RR_START_WAIT_STEP_NS};
             nanosleep(&step, NULL);
         }
     }
-    return waited;
 }
 
 static int session_alloc_once(rr_engine *e, const rr_session_params *p, uint64_t *id_out);
@@ -1235,9 +1240,18 @@ int rr_session_alloc(rr_engine *e, const rr_session_params *p, uint64_t *id_out)
 {
     if (p->clock_rate == 0 || p->dtmf_pt > 127)
         return RR_ERR_ARG;
+    if (e->backend != RR_BACKEND_IO_URING)
+        return session_alloc_once(e, p, id_out);
+    /* Retry once if a worker closed sockets since the attempt began: also when it
+     * finished just before wait_for_closes looked (a port of ours found still bound
+     * by the attempt, closed by the time of the wait: nothing left to wait for). */
+    uint64_t closed = closes_finished(e);
     int rc = session_alloc_once(e, p, id_out);
-    if (rc == RR_ERR_NO_PORTS && e->backend == RR_BACKEND_IO_URING && wait_for_closes(e))
-        rc = session_alloc_once(e, p, id_out);
+    if (rc == RR_ERR_NO_PORTS) {
+        wait_for_closes(e);
+        if (closes_finished(e) != closed)
+            rc = session_alloc_once(e, p, id_out);
+    }
     return rc;
 }
 
