@@ -40,6 +40,8 @@ from pathlib import Path
 
 import psutil
 
+from loadtest.ports import free_port
+
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 REPO = Path(__file__).resolve().parents[1]
 
@@ -63,21 +65,6 @@ PLATEAU_S = 3.0
 #: SIPp socket buffers: 4 MiB so a burst at 1000+ calls/s is not dropped by the kernel
 #: (capped by net.core.rmem_max / wmem_max; SIPp only warns when it is).
 SIPP_BUFF_SIZE = 4 * 1024 * 1024
-
-
-def free_port(ip: str) -> int:
-    """A port free on ``ip`` for UDP and TCP right now."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind((ip, 0))
-            port = u.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind((ip, port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError(f"no free port on {ip}")
 
 
 def provision_yaml(pbx_port: int) -> str:

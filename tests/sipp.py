@@ -47,6 +47,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from loadtest.ports import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 SCENARIOS = REPO / "loadtest" / "scenarios"
 SIPP = shutil.which("sipp")
@@ -77,21 +79,6 @@ def scenario_path(name: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(path)
     return path
-
-
-def free_port(ip: str) -> int:
-    """A port free on ``ip`` for both UDP and TCP right now (SIPp binds it a moment later)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind((ip, 0))
-            port = u.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind((ip, port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError(f"no free port on {ip}")
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
+from loadtest.ports import free_media_port, free_port
 from rtp_relay_ext import LEG_A, LEG_B, DtmfEvent, RelayEngine
 from sbc.app import SbcApp
 from sbc.config import load_settings
@@ -434,41 +435,6 @@ def _family(ip: str) -> int:
 
 def _hostport(ip: str, port: int) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-
-
-def free_port(ip: str) -> int:
-    """A port free on ``ip`` (IPv4 or IPv6) for UDP and TCP."""
-    for _ in range(100):
-        with socket.socket(_family(ip), socket.SOCK_DGRAM) as u:
-            u.bind((ip, 0))
-            port = u.getsockname()[1]
-            with socket.socket(_family(ip), socket.SOCK_STREAM) as t:
-                try:
-                    t.bind((ip, port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError(f"no free port on {ip}")
-
-
-def free_media_port(ip: str) -> int:
-    """An even port P with P..P+3 free for UDP on ``ip``: SIPp's -mp binds P (audio) and P+2
-    (video), and RTCP would use the odd ones."""
-    for _ in range(200):
-        base = random.randrange(46000, 59000, 2)
-        socks = []
-        try:
-            for p in range(base, base + 4):
-                s = socket.socket(_family(ip), socket.SOCK_DGRAM)
-                socks.append(s)
-                s.bind((ip, p))
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-        return base
-    raise RuntimeError(f"no free media ports on {ip}")
 
 
 def relay_port_range() -> tuple[int, int]:
