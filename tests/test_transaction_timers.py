@@ -15,7 +15,7 @@ from sbc.sip.events import (
     TransactionTerminated,
     TransactionTimeout,
 )
-from sbc.sip.message import make_response
+from sbc.sip.message import Request, make_response
 from sbc.sip.transaction import HEAP_COMPACT_MIN, TransactionError, TransactionLayer
 from tests.test_transaction import GATEWAY, GATEWAY_TLS, UAC, UAC_TCP, request, response
 
@@ -121,6 +121,7 @@ def test_random_walk_every_key_terminates_once(script, reliable):
     layer = TransactionLayer()
     now = 0.0
     server_keys: dict[int, TransactionKey] = {}
+    server_requests: dict[int, Request] = {}
     client: dict[int, tuple[TransactionKey, object]] = {}
     # A server key can come back after its transaction ended (a late retransmission starts a new
     # one), so count incarnations: every start is matched by exactly one TransactionTerminated.
@@ -149,11 +150,11 @@ def test_random_walk_every_key_terminates_once(script, reliable):
             for e in events:
                 if isinstance(e, RequestReceived):
                     server_keys[i] = e.key
+                    server_requests[i] = e.request  # the layer drops its own once answered
         elif op == "resp_out" and i in server_keys:
-            req = layer.request(server_keys[i])
-            if req is not None:
-                with contextlib.suppress(TransactionError):
-                    note(layer.send_response(server_keys[i], make_response(req, status, to_tag="x"), now))
+            with contextlib.suppress(TransactionError):
+                answer = make_response(server_requests[i], status, to_tag="x")
+                note(layer.send_response(server_keys[i], answer, now))
         elif op == "new_out" and i not in client:
             req = request(method, branch=branch + "c")
             key = layer.send_request(req, dst, now)
@@ -178,11 +179,10 @@ def test_random_walk_every_key_terminates_once(script, reliable):
         for o in layer.pop_outgoing():
             assert isinstance(o.dest, Address) and o.data
     # Answer whatever server transaction still waits for the TU, then let every timer run out.
-    for key in server_keys.values():
-        req = layer.request(key)
-        if req is not None:
+    for i, key in server_keys.items():
+        if layer.state(key) is not None:
             with contextlib.suppress(TransactionError):
-                note(layer.send_response(key, make_response(req, 500, to_tag="x"), now))
+                note(layer.send_response(key, make_response(server_requests[i], 500, to_tag="x"), now))
     # Client INVITEs left in Proceeding wait forever for a final (the TU's Timer C ends them).
     for key, req in client.values():
         if layer.state(key) is not None:

@@ -31,6 +31,7 @@ cdef class PendingReinvite:
     cdef public object ok_response
     cdef public object cseq
     cdef public object from_cseq
+    cdef public object request
     cdef public object ok_out
     cdef public object ok_interval
     cdef public object ok_next

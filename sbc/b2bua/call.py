@@ -109,6 +109,9 @@ class PendingReinvite:
     ok_response: object = None  # the far leg's 2xx, ACKed when the originator ACKs
     cseq: int = 0  # CSeq number of the relayed re-INVITE (its ACK reuses it, RFC 3261 §13.2.2.4)
     from_cseq: int = 0  # CSeq number of the originator's re-INVITE (so its ACK is told apart)
+    # The originator's re-INVITE: its 2xx and 408 are built from it. The transaction layer drops
+    # its own copy once the transaction is answered, and 2xx retransmissions come after that.
+    request: object = None
     # The 2xx mirrored to the originator, retransmitted (T1 doubling to T2) until its ACK; at
     # give_up (64*T1) the session is ended (RFC 3261 §13.3.1.4).
     ok_out: object = None

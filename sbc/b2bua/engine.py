@@ -1173,7 +1173,9 @@ class B2BUA:
         new_key = self._send_far(call, far, "INVITE", req, now, "reinvite")
         out = self.tx.request(new_key)
         assert out is not None
-        call.pending = PendingReinvite(leg, far, key, new_key, cseq=out.cseq[0], from_cseq=req.cseq[0])
+        call.pending = PendingReinvite(
+            leg, far, key, new_key, cseq=out.cseq[0], from_cseq=req.cseq[0], request=req
+        )
 
     def _cancel_reinvite(self, call: Call, server_key: TransactionKey, now: float) -> None:
         """The originator of a relayed re-INVITE cancelled it: CANCEL the relayed one (RFC 3261
@@ -1229,7 +1231,7 @@ class B2BUA:
             if 200 <= resp.status < 300 and done is not None and done[0] == key:  # type: ignore[index]
                 self.tx.send_stateless(done[1], done[2])  # type: ignore[index]
             return
-        orig = self.tx.request(pending.server_key)
+        orig = pending.request
         if orig is None:
             return
         if resp.status < 200:
@@ -1267,7 +1269,7 @@ class B2BUA:
         if pending is None or pending.ok_out is None or pending.ok_next is None:
             return
         if pending.ok_give_up is not None and now >= pending.ok_give_up:
-            ack = self.tx.request(pending.server_key)
+            ack = pending.request
             with contextlib.suppress(Exception):
                 self._ack_far(call, pending, ack if ack is not None else pending.ok_out, now, body=b"")
             call.pending = None
@@ -1404,7 +1406,7 @@ class B2BUA:
         pending, call.pending = call.pending, None
         if pending is None:
             return
-        orig = self.tx.request(pending.server_key)
+        orig = pending.request
         if orig is not None and pending.ok_response is None:
             with contextlib.suppress(TransactionError):
                 self.core.respond(pending.server_key, make_response(orig, 408), now)

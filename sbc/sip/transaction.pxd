@@ -22,6 +22,7 @@ cdef class _Transaction:
     cdef public object reliable
     cdef public object wire
     cdef public object response
+    cdef public object to_tag
     cdef public object ack
     cdef public object retx_at
     cdef public object retx_interval
@@ -62,3 +63,4 @@ cdef class TransactionLayer:
 
 cpdef bint is_rfc3261_branch(str branch)
 cpdef bint _timer_live(tuple entry)
+cpdef _release(_Transaction tx)
