@@ -184,6 +184,27 @@ def test_queries_and_counts():
     assert skey == ("S", "z9hg4bkabc123", "192.0.2.1", 5060, "INVITE")
 
 
+def test_answered_transactions_let_go_of_their_messages():
+    """With the final response a server transaction keeps only what absorbs retransmissions,
+    and a non-INVITE client transaction nothing: they wait out Timer J/L/K for up to 32 s. An
+    INVITE client transaction keeps its request (a forked 2xx is ACKed from it)."""
+    layer = quiet_layer()
+    inv, bye = request(), request("BYE", branch="z9hG4bKbye")
+    skey, bkey = server_key(layer, inv), server_key(layer, bye)
+    ckey = layer.send_request(request("OPTIONS", branch="z9hG4bKopt"), GATEWAY, 0.0)
+    ikey = layer.send_request(request(branch="z9hG4bKinv"), GATEWAY, 0.0)
+    layer.send_response(skey, make_response(inv, 200, to_tag="ok"), 0.0)
+    layer.send_response(bkey, make_response(bye, 200, to_tag="ok"), 0.0)
+    layer.receive(response(layer.request(ckey), 200), GATEWAY, 0.0)  # type: ignore[arg-type]
+    layer.receive(response(layer.request(ikey), 200), GATEWAY, 0.0)  # type: ignore[arg-type]
+    layer.pop_outgoing()
+    assert [layer.state(k) for k in (skey, bkey, ckey, ikey)] == ["Accepted", "Completed", "Completed", "Accepted"]
+    assert [layer.request(k) for k in (skey, bkey, ckey)] == [None, None, None]
+    assert layer.request(ikey).method == "INVITE"  # type: ignore[union-attr]
+    assert layer.receive(bye, UAC, 0.5) == []  # a retransmitted BYE is still answered
+    assert [parse_out(o).status for o in layer.pop_outgoing()] == [200]  # type: ignore[union-attr]
+
+
 def test_pop_outgoing_drains_in_order():
     layer = quiet_layer()
     a = request("OPTIONS", branch="z9hG4bKa")
