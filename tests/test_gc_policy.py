@@ -29,9 +29,9 @@ def restore_gc():
 
 
 @contextlib.contextmanager
-def running(freeze_interval_s: float, sweep_interval_s: float) -> Iterator[GcPolicy]:
+def running(freeze_interval_s: float, sweep_interval_s: float, **kw) -> Iterator[GcPolicy]:
     """A started GcPolicy on the running loop, stopped on exit."""
-    policy = GcPolicy(asyncio.get_running_loop(), freeze_interval_s, sweep_interval_s)
+    policy = GcPolicy(asyncio.get_running_loop(), freeze_interval_s, sweep_interval_s, **kw)
     policy.start()
     try:
         yield policy
@@ -75,6 +75,33 @@ async def test_the_sweep_runs_on_its_interval(restore_gc) -> None:
                 break
             await asyncio.sleep(0.01)
         assert gone() is None
+
+
+async def freed_within(gone: weakref.ref, seconds: float) -> bool:
+    for _ in range(round(seconds / 0.01)):
+        if gone() is None:
+            return True
+        await asyncio.sleep(0.01)
+    return gone() is None
+
+
+async def test_a_due_sweep_waits_until_few_calls_are_up(restore_gc) -> None:
+    calls = [500]
+    with running(freeze_interval_s=0.01, sweep_interval_s=0.05, calls_up=lambda: calls[0], quiet_calls=100):
+        a, gone = cycle()
+        del a
+        assert not await freed_within(gone, 0.3)  # due after 0.05 s, but 500 calls are up
+        calls[0] = 100
+        assert await freed_within(gone, 0.3)
+
+
+async def test_a_sweep_that_never_finds_quiet_runs_after_the_longest_delay(restore_gc) -> None:
+    with running(freeze_interval_s=0.01, sweep_interval_s=0.05, calls_up=lambda: 500, sweep_max_delay_s=0.2):
+        a, gone = cycle()
+        del a
+        await asyncio.sleep(0.1)
+        assert gone() is not None  # due, not yet forced
+        assert await freed_within(gone, 0.5)
 
 
 async def test_every_collection_is_timed_until_stopped(restore_gc) -> None:
