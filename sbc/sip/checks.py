@@ -190,18 +190,20 @@ def stamp_via(request: Request, source_host: str, source_port: int, *, force_rpo
     for i, (n, v) in enumerate(request.headers):
         if n != "Via":
             continue
-        top = via_view(v)[0].copy()  # changed below; the shared parse stays as received
-        changed = False
-        if force_rport and "rport" not in top.params:
-            top.params["rport"] = None
-        needs_received = top.host.strip("[]").lower() != source_host.lower() or "rport" in top.params
-        if needs_received and top.params.get("received") != source_host:
-            top.params["received"] = source_host
-            changed = True
-        if "rport" in top.params and not top.params["rport"]:
-            top.params["rport"] = str(source_port)
-            changed = True
-        if changed:
+        seen = via_view(v)[0]  # shared: read here, copied only if it changes
+        params: dict = seen.params
+        rport = force_rport or "rport" in params
+        needs_received = rport or seen.host.strip("[]").lower() != source_host.lower()
+        add_received = needs_received and params.get("received") != source_host
+        fill_rport = rport and not params.get("rport")
+        if add_received or fill_rport:
+            top = seen.copy()
+            if fill_rport and "rport" not in top.params:
+                top.params["rport"] = None  # placed before a received added next
+            if add_received:
+                top.params["received"] = source_host
+            if fill_rport:
+                top.params["rport"] = str(source_port)
             rest = split_commas(v)[1:]
             request.headers[i] = ("Via", ", ".join([str(top), *rest]))
             request._cache.clear()
