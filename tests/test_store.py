@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -17,6 +19,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from routing.model import Snapshot
 from sbc.store import CdrAttempt, CdrRecord, Store, StoreError, async_db_url
+from sbc.store.cdr import to_json_text
 from sbc.store.schema import (
     Base,
     CustomerRow,
@@ -407,6 +410,26 @@ async def test_naive_datetime_never_reaches_the_table(store: Store) -> None:
 def test_cdr_record_refuses_inconsistent_values(overrides: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make_cdr(**overrides)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [],
+        {},
+        [{"carrier": "alpha", "gateway": None, "code": 503, "reason": "Service Unavailable"}],
+        {"a_to_b": {"packets": 50, "loss_pct": 2.0, "jitter_ms": 0.1 + 0.2, "mos": 4.41, "ok": True}},
+        {"dtmf": [{"digit": "#", "duration_ms": 120.0}], "name": "Zoë \"quoted\" \u2603\n", 7: [1e300, -0.0]},
+        {"nan": math.nan, "inf": math.inf, "-inf": -math.inf, "big": 2**70},
+    ],
+)
+def test_cdr_json_columns_are_what_json_dumps_writes(value: object) -> None:
+    assert to_json_text(value) == json.dumps(value)
+
+
+def test_cdr_json_refuses_what_json_dumps_refuses() -> None:
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        to_json_text({"when": datetime.now(UTC)})
 
 
 def test_cdr_attempt_refuses_bad_code() -> None:

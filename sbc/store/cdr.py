@@ -163,6 +163,26 @@ def cdr_time(value: datetime | None, naive_utc: bool) -> datetime | str | None:
     return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
+#: ``json.dumps(obj)`` with its defaults, minus the work ``dumps`` redoes per call: checking its
+#: keyword arguments and building a C encoder (``JSONEncoder.iterencode``). This one is built once;
+#: without a circular-reference check, which CDR values (fresh dicts and lists of plain values)
+#: never need. Same separators, ASCII escaping and float spelling as ``json.dumps``.
+_json_chunks = (
+    json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+        None, json.JSONEncoder().default, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True
+    )
+    if json.encoder.c_make_encoder is not None  # type: ignore[attr-defined]
+    else None
+)
+
+
+def to_json_text(value: Any) -> str:
+    """``json.dumps(value)`` for a CDR's JSON columns, about twice as fast (see _json_chunks)."""
+    if _json_chunks is None:  # a Python without the json C accelerator
+        return json.dumps(value)
+    return "".join(_json_chunks(value, 0))
+
+
 def cdr_params(cdr: CdrRecord, naive_utc: bool) -> tuple[Any, ...]:
     """One CDR as the driver's positional parameters in :data:`CDR_PARAM_COLUMNS` order, JSON
     columns as text (what the store's executemany takes; see ``Store.write_cdrs``)."""
@@ -175,7 +195,7 @@ def cdr_params(cdr: CdrRecord, naive_utc: bool) -> tuple[Any, ...]:
         cdr.carrier,
         cdr.trunk,
         cdr.gateway,
-        json.dumps([a.to_json() for a in cdr.attempts]),
+        to_json_text([a.to_json() for a in cdr.attempts]),
         cdr_time(cdr.setup_time, naive_utc),
         cdr_time(cdr.answer_time, naive_utc),
         cdr_time(cdr.end_time, naive_utc),
@@ -184,7 +204,7 @@ def cdr_params(cdr: CdrRecord, naive_utc: bool) -> tuple[Any, ...]:
         cdr.sip_code,
         cdr.hangup_by,
         cdr.end_reason,
-        json.dumps(dict(cdr.media)),
+        to_json_text(dict(cdr.media)),
     )
 
 
