@@ -21,7 +21,6 @@ cdef class _Transaction:
     cdef public object peer
     cdef public object reliable
     cdef public object wire
-    cdef public object response
     cdef public object to_tag
     cdef public object ack
     cdef public object retx_at

@@ -309,7 +309,6 @@ class _Transaction:
         "peer",
         "reliable",
         "wire",
-        "response",
         "to_tag",
         "ack",
         "retx_at",
@@ -331,8 +330,6 @@ class _Transaction:
         self.reliable = peer.reliable
         # Client: the serialised request. Server: the last response sent (None before the first).
         self.wire: bytes | None = None
-        # Server: the last response the TU sent, until the final one (see _apply: _release).
-        self.response: Response | None = None
         # Server: the To tag of the last response sent (RFC 2543 ACKs are matched by it).
         self.to_tag: str | None = None
         # INVITE client: the ACK sent for a non-2xx final, re-sent on its retransmissions.
@@ -781,7 +778,6 @@ class TransactionLayer:
             if action is _PASS_UP:
                 events.append(ResponseReceived(msg, tx.key))  # type: ignore[arg-type]
             elif action is _SEND:
-                tx.response = msg  # type: ignore[assignment]
                 tx.to_tag = msg.to_tag  # type: ignore[union-attr]
                 tx.wire = msg.to_bytes()  # type: ignore[union-attr]
                 out.append(Outgoing(tx.wire, tx.peer))
@@ -808,7 +804,7 @@ class TransactionLayer:
                     tx.retx_interval = self.config.t2
                 self._schedule_retx(tx, inp, now + tx.retx_interval)
             elif action is _SEND_TRYING:
-                if tx.response is None:
+                if tx.wire is None:  # the TU has not responded (wire is the last response sent)
                     self._apply(tx, _SEND_1XX, now, _trying_for(tx.request), None, events)
             elif action is _PASS_ACK:
                 events.append(AckReceived(msg, source))  # type: ignore[arg-type]
@@ -860,19 +856,17 @@ class TransactionLayer:
 
 
 def _release(tx: _Transaction) -> None:
-    """Drop the parsed messages a transaction no longer needs once it has its final response.
+    """Drop the request a transaction no longer needs once it has its final response.
 
     A server transaction from here on only absorbs retransmissions (re-sending ``tx.wire``) and
-    matches ACKs (by key, or ``tx.to_tag`` for RFC 2543 ones); a non-INVITE client transaction
-    only absorbs late responses. They sit out Timer J/L/H/K for up to 32 s on UDP, so at 750
-    calls/s a worker held some 24,000 calls' requests and final responses for nothing (about
+    matches ACKs (by key, or ``tx.to_tag`` for RFC 2543 ones: the response itself is not kept);
+    a non-INVITE client transaction only absorbs late responses. They sit out Timer J/L/H/K for
+    up to 32 s on UDP, so at 750 calls/s a worker held some 24,000 calls' requests and final
+    responses for nothing (about
     12 KiB a call, memory that grew by 15 MB a second for the first 32 s of load). An INVITE
     client transaction keeps its request: a forked 2xx during Timer M is ACKed and hung up from
     it (``B2BUA._kill_late_answer``)."""
-    if tx.key[0] == "S":
-        tx.request = None
-        tx.response = None
-    elif tx.method != "INVITE":
+    if tx.key[0] == "S" or tx.method != "INVITE":
         tx.request = None
 
 
