@@ -19,9 +19,10 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from routing.model import Snapshot
 from sbc.store import CdrAttempt, CdrRecord, Store, StoreError, async_db_url
-from sbc.store.cdr import to_json_text
+from sbc.store.cdr import CDR_PARAM_COLUMNS, to_json_text
 from sbc.store.schema import (
     Base,
+    CdrRow,
     CustomerRow,
     NumberRow,
     RouteRow,
@@ -283,9 +284,18 @@ async def test_cdr_times_in_other_zones_are_stored_as_utc(store: Store) -> None:
     assert back.duration_s == 0.0
 
 
-async def test_write_cdrs_stores_what_write_cdr_stores(store: Store) -> None:
-    """The batch insert bypasses the ORM's type conversion: its rows must read back, sort and
-    filter exactly like rows written through the ORM (SQLite compares the time text)."""
+async def _write_through_orm(store: Store, cdr: CdrRecord) -> None:
+    """The reference row: a CdrRow whose column types (UtcDateTime, JSON) convert the values."""
+    values = {name: getattr(cdr, name) for name in CDR_PARAM_COLUMNS}
+    values["attempts"] = [a.to_json() for a in cdr.attempts]
+    values["media"] = dict(cdr.media)
+    async with store.session() as session, session.begin():
+        session.add(CdrRow(**values))
+
+
+async def test_cdr_writes_store_what_the_orm_stores(store: Store) -> None:
+    """write_cdrs and write_cdr bypass the ORM's type conversion: their rows must read back, sort
+    and filter exactly like rows written through the ORM (SQLite compares the time text)."""
     plus2 = timezone(timedelta(hours=2))
     variants = [
         {},
@@ -306,18 +316,20 @@ async def test_write_cdrs_stores_what_write_cdr_stores(store: Store) -> None:
     ]
     await store.write_cdrs([make_cdr(call_id=f"batch-{i}", **v) for i, v in enumerate(variants)])
     for i, v in enumerate(variants):
-        await store.write_cdr(make_cdr(call_id=f"orm-{i}", **v))
+        await store.write_cdr(make_cdr(call_id=f"one-{i}", **v))
+        await _write_through_orm(store, make_cdr(call_id=f"orm-{i}", **v))
     rows = await store.list_cdrs(limit=10)
     by_id = {r.call_id: r for r in rows}
     for i in range(len(variants)):
-        batch, orm = by_id[f"batch-{i}"], by_id[f"orm-{i}"]
-        assert replace(batch, id=None, call_id="x") == replace(orm, id=None, call_id="x")
-        assert batch.setup_time.tzinfo == UTC
+        orm = replace(by_id[f"orm-{i}"], id=None, call_id="x")
+        for written in (by_id[f"batch-{i}"], by_id[f"one-{i}"]):
+            assert replace(written, id=None, call_id="x") == orm
+            assert written.setup_time.tzinfo == UTC
     # Bounds compare equal to the stored times, whichever way the row was written.
     since = await store.list_cdrs(since=T0 + timedelta(seconds=1))
-    assert {r.call_id for r in since} == {"batch-1", "orm-1", "batch-2", "orm-2"}
+    assert {r.call_id for r in since} == {f"{w}-{i}" for w in ("batch", "one", "orm") for i in (1, 2)}
     until = await store.list_cdrs(until=T0 + timedelta(seconds=2, microseconds=123456))
-    assert {r.call_id for r in until} == {"batch-0", "orm-0", "batch-1", "orm-1"}
+    assert {r.call_id for r in until} == {f"{w}-{i}" for w in ("batch", "one", "orm") for i in (0, 1)}
 
 
 async def test_list_cdrs_filters_order_and_paging(store: Store) -> None:
@@ -365,8 +377,6 @@ async def test_list_cdrs_refuses_bad_arguments(store: Store) -> None:
 
 
 async def test_naive_datetime_never_reaches_the_table(store: Store) -> None:
-    from sbc.store.schema import CdrRow
-
     async with store.session() as session:
         session.add(
             CdrRow(
