@@ -180,7 +180,7 @@ class Call:
     a_2xx_next: float | None = None
     a_2xx_give_up: float | None = None
     b_2xx: object = None  # the callee's 2xx, ACKed when the caller's ACK arrives
-    b_ack: object = None  # (ACK, destination) sent for b_2xx, re-sent on its retransmissions
+    b_ack: object = None  # (ACK bytes, destination) sent for b_2xx, re-sent on its retransmissions
     max_end_at: float | None = None
     timer_entries: int = 0  # entries of this call in the engine's timer heap
     pending: PendingReinvite | None = None

@@ -894,8 +894,8 @@ class B2BUA:
             cseq=b.invite.cseq[0],
         )
         dest = target_address(b.remote_target or "", b.peer.transport, b.peer)
-        call.b_ack = (ack, dest)
-        self.tx.send_stateless(ack, dest)
+        call.b_ack = (ack.to_bytes(), dest)  # kept for the 2xx's retransmissions: bytes are smaller
+        self.tx.send_stateless(call.b_ack[0], dest)
 
     def _resend_b_ack(self, call: Call) -> None:
         """Re-send the ACK of the callee's 2xx (it retransmitted the 2xx: our ACK was lost)."""
@@ -1499,6 +1499,11 @@ class B2BUA:
             except ValueError:
                 log.exception("call %s: limits released twice", call.id)
         self._emit_cdr(call)
+        # What only the CDR needed goes now: the ended call may stay referenced for another
+        # 32 s (Timer M: an INVITE key answers a 2xx retransmission or a late fork's 2xx),
+        # which needs neither. The CDR holds its own copy of the attempts.
+        call.media_stats = None
+        call.attempts.clear()
 
     def _isolation_failed(self, call: Call | None, now: float, answer: tuple | None) -> None:
         """The handler of one piece of ``call``'s handling raised ``Exception`` (a bug): end that

@@ -616,10 +616,12 @@ class TransactionLayer:
         self._apply(tx, inp, now, response, None, events)
         return events
 
-    def send_stateless(self, msg: Request | Response, dest: Address) -> None:
+    def send_stateless(self, msg: Request | Response | bytes, dest: Address) -> None:
         """Queue ``msg`` for ``dest`` outside any transaction (the ACK to a 2xx, RFC 3261
-        §13.2.2.4; a TU's own 2xx retransmission after the transaction ended). No state changes."""
-        self._outgoing.append(Outgoing(msg.to_bytes(), dest))
+        §13.2.2.4; a TU's own 2xx retransmission after the transaction ended). No state changes.
+        ``msg`` may be already serialised: a TU that keeps a message only to re-send it keeps
+        its bytes (a third of the parsed message's memory)."""
+        self._outgoing.append(Outgoing(msg if isinstance(msg, bytes) else msg.to_bytes(), dest))
 
     def cancel(
         self, key: TransactionKey, now: float, headers: Iterable[tuple[str, str]] = ()
