@@ -517,6 +517,7 @@ class Established:
     callee: Peer
     a: UacCall  # the caller's dialog (it sent the INVITE to the SBC)
     b: UasCall  # the callee's dialog (it got the INVITE from the SBC)
+    answer: Response  # the callee's 200 to the INVITE (to retransmit it)
 
 
 def establish_inbound(net: Net, dialled: str = DID) -> Established:
@@ -528,13 +529,13 @@ def establish_inbound(net: Net, dialled: str = DID) -> Established:
     uas = pbx.take_invite()
     uas.ringing()
     carrier.take(180)
-    uas.answer()
+    answer = uas.answer()
     ok = carrier.take(call.final_ok)
     call.ack(ok)
     uas.take_ack()
     carrier.quiet()
     pbx.quiet()
-    return Established(carrier, pbx, call, uas)
+    return Established(carrier, pbx, call, uas, answer)
 
 
 def establish_outbound(net: Net, gateway: Address = GW_A, dialled: str = DIALLED) -> Established:
@@ -544,10 +545,10 @@ def establish_outbound(net: Net, gateway: Address = GW_A, dialled: str = DIALLED
     call = pbx.invite(dialled, body=PBX_SDP)
     pbx.take(100)
     uas = gw.take_invite()
-    uas.answer(GW_SDP)
+    answer = uas.answer(GW_SDP)
     ok = pbx.take(call.final_ok)
     call.ack(ok)
     uas.take_ack()
     pbx.quiet()
     gw.quiet()
-    return Established(pbx, gw, call, uas)
+    return Established(pbx, gw, call, uas, answer)

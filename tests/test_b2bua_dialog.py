@@ -339,26 +339,17 @@ def test_ended_call_re_acks_the_callees_2xx_and_keeps_only_what_that_needs() -> 
     """After the BYE the call lingers for the INVITE's Timer M: a 2xx retransmission (our ACK
     was lost) gets the very same ACK again, while what only the CDR needed is gone."""
     net = Net()
-    carrier = net.peer(CARRIER, "carrier")
-    pbx = net.peer(PBX, "pbx")
-    call = carrier.invite(DID)
-    carrier.take(100)
-    uas = pbx.take_invite()
-    ok_b = uas.answer()
-    call.ack(carrier.take(200))
-    uas.take_ack()
+    c = establish_inbound(net)
     first_ack = net.sent_to(PBX)[-1].data
-    call.request("BYE")
-    uas.respond(uas.take_in_dialog("BYE"), 200)
-    carrier.take(200)
-    cdr = net.cdr()
-    assert [a.code for a in cdr.attempts] == [200]
-    (ended,) = {id(c): c for c, _kind in net.b2bua._by_client_key.values()}.values()
+    c.a.request("BYE")
+    c.b.respond(c.b.take_in_dialog("BYE"), 200)
+    c.caller.take(200)
+    assert [a.code for a in net.cdr().attempts] == [200]
+    (ended,) = {id(call): call for call, _kind in net.b2bua._by_client_key.values()}.values()
     assert ended.media_stats is None and ended.attempts == []
     assert ended.b_ack[0] == first_ack  # kept serialised, not as a parsed Request
-    pbx.quiet()
-    pbx.send(ok_b)
-    assert uas.take_ack()
+    c.callee.send(c.answer)
+    assert c.b.take_ack()
     assert net.sent_to(PBX)[-1].data == first_ack
     net.advance(64 * T1 + 10)
     assert net.b2bua._by_client_key == {}
