@@ -14,6 +14,7 @@ read at REPEATABLE READ for the same reason.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -61,6 +62,9 @@ DEFAULT_DB_URL = "sqlite+aiosqlite:///sbc.db"
 #: milliseconds; 5 s rides out a large provision file without losing a CDR write (the same
 #: default as Python's sqlite3 module and Django).
 SQLITE_BUSY_TIMEOUT_MS = 5000
+
+#: Tries a new SQLite connection makes to find (or put) the database in WAL mode; see _use_wal.
+SQLITE_WAL_SWITCH_ATTEMPTS = 3
 
 #: list_cdrs page size when the caller does not say, and the most it may ask for in one call
 #: (bounds the memory one API request can pin).
@@ -126,6 +130,28 @@ def _check_sqlite_directory(url: URL) -> None:
         raise StoreError(f"directory {str(directory)!r} of the SQLite database does not exist")
 
 
+def _use_wal(cursor: Any) -> None:
+    """Put the database in write-ahead-log mode: readers (snapshot loads, CDR listings) never
+    block the writer nor the writer them; the default rollback journal locks the whole file.
+
+    The mode is a property of the file, so a connection only switches a database not in it yet.
+    Two connections switching a new database at once both read its header, then both want the
+    exclusive lock: SQLite answers one of them "database is locked" at once, whatever the busy
+    timeout (a lock upgrade that waited would deadlock). By then the other one is switching it,
+    and a second look, which waits for that like any reader, finds WAL. Nodes or workers starting
+    together on a new file met this (tests/test_migrations.py, 3 % of connections in a race of three).
+    """
+    for attempt in range(SQLITE_WAL_SWITCH_ATTEMPTS):
+        try:
+            cursor.execute("PRAGMA journal_mode")
+            if cursor.fetchone()[0] != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or attempt == SQLITE_WAL_SWITCH_ATTEMPTS - 1:
+                raise
+
+
 def _install_sqlite_hooks(engine: AsyncEngine) -> None:
     """Set per-connection pragmas and take over BEGIN from the sqlite3 driver."""
 
@@ -135,11 +161,9 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            # Write-ahead log: readers (snapshot loads, CDR listings) never block the writer and
-            # the writer never blocks readers; the default rollback journal locks the whole file.
-            cursor.execute("PRAGMA journal_mode=WAL")
             # Wait for a competing writer instead of failing at once with "database is locked".
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            _use_wal(cursor)
             # In WAL mode NORMAL never corrupts the database; a power loss may drop the last
             # commits but an application crash loses nothing. FULL would fsync every CDR insert.
             cursor.execute("PRAGMA synchronous=NORMAL")
