@@ -99,7 +99,11 @@ async def test_reopening_keeps_data_and_migrates_nothing(db_url: str) -> None:
 async def test_nodes_starting_together_migrate_one_after_the_other(db_url: str) -> None:
     stores = [await _bare(db_url) for _ in range(3)]
     try:
-        results = await asyncio.gather(*(migrate(s.engine) for s in stores))
+        # A task group, not gather: when one fails the others are cancelled before the stores
+        # close, rather than left migrating (Alembic's context is process-global).
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(migrate(s.engine)) for s in stores]
+        results = [t.result() for t in tasks]
         async with stores[0].engine.connect() as conn:
             assert await conn.run_sync(_diffs) == []
     finally:
