@@ -188,7 +188,8 @@ class Call:
     # far side retransmits that 2xx because the ACK was lost.
     reinvite_ack: object = None
     dead_b_keys: set = field(default_factory=set)
-    # 2xx we hang up (abandoned attempts, extra forks): (INVITE key, To tag) -> (dialog, its ACK).
+    # 2xx we hang up (abandoned attempts, extra forks): (INVITE key, To tag) -> (dialog, (its ACK
+    # as bytes, destination)), the ACK re-sent on the 2xx's retransmissions.
     late_answers: dict = field(default_factory=dict)
     origin: Origin | None = None  # set for calls the API originated
     # RFC 4733 digits the relay saw, in order, for the CDR: {"digit", "from", "duration_ms", "at"}.

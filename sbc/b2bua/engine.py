@@ -894,8 +894,9 @@ class B2BUA:
             cseq=b.invite.cseq[0],
         )
         dest = target_address(b.remote_target or "", b.peer.transport, b.peer)
-        call.b_ack = (ack.to_bytes(), dest)  # kept for the 2xx's retransmissions: bytes are smaller
-        self.tx.send_stateless(call.b_ack[0], dest)
+        data = ack.to_bytes()
+        call.b_ack = (data, dest)  # kept for the 2xx's retransmissions: bytes are smaller
+        self.tx.send_stateless(data, dest)
 
     def _resend_b_ack(self, call: Call) -> None:
         """Re-send the ACK of the callee's 2xx (it retransmitted the 2xx: our ACK was lost)."""
@@ -943,8 +944,9 @@ class B2BUA:
             cseq=req.cseq[0],
         )
         ack_dest = target_address(leg.remote_target or "", dest.transport, dest)
-        call.late_answers[(key, resp.to_tag)] = (leg, (ack, ack_dest))
-        self.tx.send_stateless(ack, ack_dest)
+        data = ack.to_bytes()
+        call.late_answers[(key, resp.to_tag)] = (leg, (data, ack_dest))  # re-sent as b_ack is
+        self.tx.send_stateless(data, ack_dest)
         self._send_bye(call, leg, now)
 
     def _client_peer(self, key: TransactionKey) -> Address | None:
@@ -1269,9 +1271,8 @@ class B2BUA:
         if pending is None or pending.ok_out is None or pending.ok_next is None:
             return
         if pending.ok_give_up is not None and now >= pending.ok_give_up:
-            ack = pending.request
             with contextlib.suppress(Exception):
-                self._ack_far(call, pending, ack if ack is not None else pending.ok_out, now, body=b"")
+                self._ack_far(call, pending, pending.request, now, body=b"")
             call.pending = None
             self._hangup(call, now, by="sbc", reason="no ACK for re-INVITE")
             return
@@ -1291,7 +1292,7 @@ class B2BUA:
     ) -> None:
         """ACK the far leg's 2xx to a relayed re-INVITE: with the originator's ACK (its body
         anchored), or with ``body`` when the SBC ACKs on its own (``ack`` is then unused: the
-        re-INVITE, or the mirrored 2xx once that transaction is gone)."""
+        originator's re-INVITE is passed)."""
         far = pending.to_leg
         host, port = self.local_address(far.peer.transport)
         if body is None:
