@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from rtp_relay_ext import RelayEngine
+from sbc.media.manager import MediaManager
 from sbc.sip.message import Request, Response
 from tests.b2bua_harness import (
     CALLER,
@@ -358,3 +360,25 @@ def test_late_offer_answer_travels_in_the_ack() -> None:
     ack = uas.take_ack()
     assert ack.body == CARRIER_SDP
     assert ack.get("Content-Type") == "application/sdp"
+
+
+def test_a_full_relay_port_range_refuses_the_call_with_503_and_the_cdr_says_why() -> None:
+    """The relay's range holds one call (4 ports): the next call's offer finds no ports. The
+    caller gets 503 and the CDR names the cause, which an overload's stateless 503 (no CDR) and a
+    carrier's 503 (in the attempts) do not."""
+    engine = RelayEngine("127.0.0.1", 42300, 42303, quarantine=0.1)
+    try:
+        net = Net(media=MediaManager(engine, "127.0.0.1"))
+        first = establish_inbound(net)
+        assert first.b.invite.body != CARRIER_SDP  # anchored: the relay's address and ports
+        carrier = first.caller
+        call = carrier.invite(DID)
+        carrier.take(100)
+        refused = carrier.take(503)
+        call.ack(refused)
+        first.callee.quiet()  # nothing reached the PBX
+        [cdr] = net.cdrs
+        assert (cdr.sip_code, cdr.disposition, cdr.attempts) == (503, "failed", ())
+        assert cdr.end_reason == "media refused: no relay ports left"
+    finally:
+        engine.close()

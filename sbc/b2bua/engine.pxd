@@ -101,7 +101,7 @@ cdef class B2BUA:
     cpdef _fail_pending(self, Call call, double now)
     cpdef _send_bye(self, Call call, Leg leg, double now)
     cpdef _hangup(self, Call call, double now, str by, str reason)
-    cpdef _fail_call(self, Call call, double now, code)
+    cpdef _fail_call(self, Call call, double now, code, str end_reason=*)
     cpdef _finish(self, Call call, double now, code, str hangup_by, str reason)
     cpdef _isolation_failed(self, Call call, double now, tuple answer)
     cpdef _abort(self, Call call, double now, str reason=*)

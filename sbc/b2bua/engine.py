@@ -562,7 +562,8 @@ class B2BUA:
             log.info("call %s: media refused: %s", call.id, e.reason)
             if call.failover is not None and call.failover.in_flight is not None:
                 call.failover.record(e.status, e.reason, now=now)
-            self._fail_call(call, now, e.status)
+            # The CDR says why (a full relay port range and an overloaded SBC both answer 503).
+            self._fail_call(call, now, e.status, f"media refused: {e.reason}")
             return
         try:
             mf = int((a_inv.get("Max-Forwards") if a_inv is not None else None) or 70)
@@ -1446,8 +1447,8 @@ class B2BUA:
                 self._send_bye(call, leg, now)
         self._finish(call, now, 200, hangup_by=by, reason=reason)
 
-    def _fail_call(self, call: Call, now: float, code) -> None:
-        """No attempt succeeded: give the caller ``code``.
+    def _fail_call(self, call: Call, now: float, code, end_reason: str = "failed") -> None:
+        """No attempt succeeded: give the caller ``code`` (the CDR's end reason: ``end_reason``).
 
         A redirect (3xx) is not passed on: its Contact would reveal the far side and invite
         the caller around the SBC, and following it could reach any destination (toll fraud).
@@ -1456,10 +1457,9 @@ class B2BUA:
             code = CODE_REDIRECT_REFUSED
         a = call.a
         if not call.a_final_sent and a.invite is not None:
-            reason = None
-            self.core.respond(a.invite_key, make_response(a.invite, code, reason, to_tag=a.local_tag), now)
+            self.core.respond(a.invite_key, make_response(a.invite, code, None, to_tag=a.local_tag), now)
             call.a_final_sent = True
-        self._finish(call, now, code, hangup_by=None, reason="failed")
+        self._finish(call, now, code, hangup_by=None, reason=end_reason)
 
     def _finish(self, call: Call, now: float, code, hangup_by: str | None, reason: str) -> None:
         """End ``call`` for good: forget it, release its limits, emit its CDR (exactly once).
