@@ -29,6 +29,7 @@ import re
 import resource
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -62,9 +63,40 @@ HARD_STOP_MARGIN_S = 30.0
 SAMPLE_INTERVAL_S = 0.2
 #: In --concurrent mode, the time all N calls are held together (RSS is read in that window).
 PLATEAU_S = 3.0
+#: The SBC's default RTP port range and port quarantine (sbc/config.py): 4 ports per call, each
+#: held for the call and then the quarantine, so the range carries (ports / 4) / (hold + quarantine)
+#: calls/s. At 1,500 calls/s with 1 s holds that is 90 % of the default 20,000 ports: a BYE late by a
+#: few hundred ms (a host hiccup) leaves the next calls "no relay ports left" (503, the CDR says so).
+DEFAULT_RTP_PORTS = (20000, 39999)
+RTP_QUARANTINE_S = 2.0
+#: The range a run gets: room for this many times the ports its rate and hold keep busy, as an
+#: operator would size it for that load (the default when that is enough).
+RTP_PORT_HEADROOM = 2.0
 #: SIPp socket buffers: 4 MiB so a burst at 1000+ calls/s is not dropped by the kernel
 #: (capped by net.core.rmem_max / wmem_max; SIPp only warns when it is).
 SIPP_BUFF_SIZE = 4 * 1024 * 1024
+
+
+def rtp_ports_for(rate: float, hold_ms: int) -> tuple[int, int]:
+    """The RTP port range for ``rate`` calls/s held ``hold_ms``: the SBC's default range when it
+    holds RTP_PORT_HEADROOM times the ports the load keeps busy, else a range from its start that
+    does (capped at 65535)."""
+    lo, hi = DEFAULT_RTP_PORTS
+    needed = math.ceil(rate * (hold_ms / 1000 + RTP_QUARANTINE_S) * 4 * RTP_PORT_HEADROOM)
+    return lo, min(65535, max(hi, lo + needed - 1))
+
+
+def failure_reasons(db_path: Path) -> dict[str, int]:
+    """Calls the SBC refused or failed, by the CDR's end reason and code (``"503 media refused: no
+    relay ports left"``): the SBC's side of SIPp's ``failed_codes``. A call shed by overload
+    protection has no CDR (a stateless 503), so it is missing here."""
+    if not db_path.exists():
+        return {}
+    with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as db:
+        rows = db.execute(
+            "SELECT sip_code, end_reason, count(*) FROM cdrs WHERE disposition != 'answered' GROUP BY 1, 2"
+        ).fetchall()
+    return {f"{code} {reason}": n for code, reason, n in sorted(rows)}
 
 
 def provision_yaml(pbx_port: int) -> str:
@@ -388,10 +420,13 @@ def run(args: argparse.Namespace) -> dict:
             sbc_port = free_port(SBC_IP)
             sbc_env = {**env, **dict(kv.split("=", 1) for kv in args.sbc_env)}
             api_listen = f"{SBC_IP}:{free_port(SBC_IP)}" if args.api else ""
+            rtp_lo, rtp_hi = rtp_ports_for(rate, hold_ms)
+            result["rtp_ports"] = f"{rtp_lo}-{rtp_hi}"
             with open(workdir / "sbc.log", "wb") as log:
                 sbc = subprocess.Popen(
                     [sys.executable, "-m", "sbc", "run", "--sip-listen", f"udp:{SBC_IP}:{sbc_port}",
                      "--api-listen", api_listen, "--db", db_url, "--rtp-ip", SBC_IP,
+                     "--rtp-ports", result["rtp_ports"],
                      "--log-level", args.sbc_log_level, "--workers", str(args.workers)],
                     stdout=log, stderr=subprocess.STDOUT, env=sbc_env, cwd=workdir,
                     preexec_fn=_raise_fd_limit,
@@ -524,6 +559,11 @@ def run(args: argparse.Namespace) -> dict:
         _stop(uac)
         _stop(uas)
         _stop(sbc)
+        if sbc is not None and "calls" in result:
+            try:  # after the stop: the workers have written every CDR
+                result["failed_sbc_reasons"] = failure_reasons(workdir / "sbc.db")
+            except sqlite3.Error as exc:
+                result["failed_sbc_reasons"] = {"error": str(exc)}
         if args.keep:
             print(f"bench-calls: files kept in {workdir}", file=sys.stderr)
         else:
