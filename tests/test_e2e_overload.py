@@ -1,6 +1,7 @@
 """Overload protection end to end: a flood of SIP from one source overloads a real ``sbc run``;
 new calls are refused with a stateless 503 + Retry-After while every admitted call completes,
-and once the flood ends calls get through again.
+and once the flood ends calls get through again. A pause of the whole process is no overload:
+the backlog it leaves is read at once and no call is refused.
 
 The flood is OPTIONS from 127.0.0.9 sent as fast as this process can for a few seconds (the SBC
 answers each one, so it costs real work), bounded in count and time, to loopback only. The guard's
@@ -10,6 +11,7 @@ backlog in the SBC's socket buffer is far past it.
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -109,3 +111,34 @@ def test_flood_sheds_new_calls_statelessly_and_admitted_calls_complete(tmp_path)
     assert after.returncode == 0, after.explain()
     # Every admitted call reached the PBX and completed: one answered CDR each, nothing else.
     assert sorted(r.disposition for r in rows) == ["answered"] * (len(answered) + 1)
+
+
+def test_a_paused_sbc_refuses_no_call_once_it_catches_up(tmp_path) -> None:
+    """``sbc run`` stopped for 400 ms (SIGSTOP) in the middle of 200 calls/s, as a paused VM or a
+    host busy elsewhere would: the calls that queued meanwhile are read within a moment and every
+    call is answered. The guard used to count the pause itself as overload (+0.2 at once) and
+    refuse about a tenth of the new calls for the second after it."""
+    calls = 500
+    with start_uas("uas_answer", "127.0.0.3", calls=calls, workdir=tmp_path / "pbx", timeout_s=40) as pbx:
+        sbc = start_provisioned(tmp_path, provision([(GW1, 5060)], pbx.local_port))
+        try:
+            uac = start_sipp(
+                "uac_call_or_503", sbc_target(sbc), local_ip=CARRIER, service=DID, calls=calls, rate=200,
+                hold_ms=200, timeout_s=40, workdir=tmp_path / "carrier",
+            )  # fmt: skip
+            with uac:
+                time.sleep(1.2)  # under way: about 240 calls started
+                sbc.proc.send_signal(signal.SIGSTOP)
+                try:
+                    time.sleep(0.4)
+                finally:
+                    sbc.proc.send_signal(signal.SIGCONT)
+                result = uac.wait(45)
+            pbx.stop()
+        finally:
+            rows = stop_and_read(sbc, tmp_path)
+    assert result.returncode == 0, result.explain()
+    finals = [m for m in result.messages() if m.direction == "received" and (m.status or 0) >= 200]
+    assert [m for m in finals if m.status == 503] == []
+    assert "overload: entering" not in sbc.log()
+    assert sorted(r.disposition for r in rows) == ["answered"] * calls
