@@ -401,7 +401,7 @@ def test_overload_state_is_exported() -> None:
     guard = OverloadGuard(rng=random.Random(1), ewma_alpha=1.0)
     collector = LiveCollector(live(overload=guard))
     assert value(scrape(collector), "sbc_overloaded") == 0
-    for k in range(4):  # +0.25 a tick at 2 s of lag: full shedding after four ticks
+    for k in range(6):  # a stall and its grace tick, then +0.25 a tick at 2 s of lag: full after four
         guard.record_loop_lag(2.0, 1.0 + k * 0.1)
     shed = sum(not guard.admit_new_call(1.0) for _ in range(10))
     s = scrape(collector)

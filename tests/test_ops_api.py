@@ -46,7 +46,8 @@ def ready_app(**kw: Any) -> SimpleNamespace:
 
 def overloaded_guard() -> OverloadGuard:
     guard = OverloadGuard(ewma_alpha=1.0)
-    guard.record_loop_lag(0.5, 1.0)
+    guard.record_queue_delay(0.5, 1.0)  # a queue of 500 ms counts at once (a stall would not)
+    guard.record_loop_lag(0.0, 1.0)
     assert guard.overloaded
     return guard
 
