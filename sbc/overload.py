@@ -291,14 +291,14 @@ class OverloadGuard:
         :data:`LAG_SAMPLE_CAP_S` is capped; a NaN lag is ignored (the step runs on the queueing delay
         alone). May start or end an overload episode."""
         if not math.isnan(lag_s):
-            self._lag_last = _tame(lag_s)
-            delay = max(self._lag_last, self._pending_queue)
+            lag = self._lag_last = _tame(lag_s)
+            delay = max(lag, self._pending_queue)
         else:
-            delay = self._pending_queue
+            lag, delay = 0.0, self._pending_queue
         self._queue_last = self._pending_queue
         self._pending_queue = 0.0
         self._lag_ewma += self.ewma_alpha * (delay - self._lag_ewma)
-        self._step(delay, now)
+        self._step(delay, lag, now)
 
     def record_cpu(self, pct: float, now: float) -> None:
         """Feed one CPU sample, percent of the machine (clamped to 0..100; NaN ignored). Takes effect
@@ -308,10 +308,10 @@ class OverloadGuard:
         self._cpu_pct = min(max(pct, 0.0), 100.0)
         self._cpu_high = self._cpu_high + 1 if self._cpu_pct > self.cpu_threshold_pct else 0
 
-    def _step(self, delay: float, now: float) -> None:
+    def _step(self, delay: float, lag: float, now: float) -> None:
         target = self.lag_threshold_s
         previous, self._delay_prev = self._delay_prev, delay
-        if self._lag_last > target and previous <= target:
+        if lag > target and previous <= target:
             # A stall: the loop itself did not run. Its backlog is judged two ticks on, against
             # this delay: the next tick's oldest datagram waited about as long as this one's.
             self._stall_ticks = 2
