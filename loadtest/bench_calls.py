@@ -42,6 +42,7 @@ from pathlib import Path
 import psutil
 
 from loadtest.ports import free_port
+from sbc.config import DEFAULT_RTP_PORTS, Settings, parse_port_range
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 REPO = Path(__file__).resolve().parents[1]
@@ -63,12 +64,12 @@ HARD_STOP_MARGIN_S = 30.0
 SAMPLE_INTERVAL_S = 0.2
 #: In --concurrent mode, the time all N calls are held together (RSS is read in that window).
 PLATEAU_S = 3.0
-#: The SBC's default RTP port range and port quarantine (sbc/config.py): 4 ports per call, each
-#: held for the call and then the quarantine, so the range carries (ports / 4) / (hold + quarantine)
+#: The SBC's default RTP port range and port quarantine (sbc.config): 4 ports per call, each held
+#: for the call and then the quarantine, so the range carries (ports / 4) / (hold + quarantine)
 #: calls/s. At 1,500 calls/s with 1 s holds that is 90 % of the default 20,000 ports: a BYE late by a
 #: few hundred ms (a host hiccup) leaves the next calls "no relay ports left" (503, the CDR says so).
-DEFAULT_RTP_PORTS = (20000, 39999)
-RTP_QUARANTINE_S = 2.0
+RTP_PORTS = parse_port_range(DEFAULT_RTP_PORTS)
+RTP_QUARANTINE_S: float = Settings.model_fields["rtp_port_quarantine"].default
 #: The range a run gets: room for this many times the ports its rate and hold keep busy, as an
 #: operator would size it for that load (the default when that is enough).
 RTP_PORT_HEADROOM = 2.0
@@ -81,7 +82,7 @@ def rtp_ports_for(rate: float, hold_ms: int) -> tuple[int, int]:
     """The RTP port range for ``rate`` calls/s held ``hold_ms``: the SBC's default range when it
     holds RTP_PORT_HEADROOM times the ports the load keeps busy, else a range from its start that
     does (capped at 65535)."""
-    lo, hi = DEFAULT_RTP_PORTS
+    lo, hi = RTP_PORTS
     needed = math.ceil(rate * (hold_ms / 1000 + RTP_QUARANTINE_S) * 4 * RTP_PORT_HEADROOM)
     return lo, min(65535, max(hi, lo + needed - 1))
 
